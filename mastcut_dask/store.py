@@ -1,0 +1,747 @@
+"""The run's store: FITS files, a zarr v3 tree of datasets, and the manifest.
+
+Layout under ``OUT`` (a local path or any fsspec URL, e.g. ``s3://bucket/run1``)::
+
+    OUT/
+      manifest.csv                                   one row per (target, service, product)
+      fits/<service>/<target_id>/<file as the service named it>
+      cutouts.zarr/<target_id>/<product>/            zarr v3 group (one xarray Dataset)
+      .staging/                                      temporary names, renamed into place
+      .complete/<target_id>/<product>.json           commit markers of finished zarr groups
+
+Worker-side functions (`write_fits`, `write_dataset`) take the ``OUT`` URL string and a plain
+``storage_options`` dict, so they pickle cheaply; nothing here imports Dask. The client owns
+the `Manifest`, which is the record of outcomes and the basis of resume.
+
+Paths recorded in the manifest are *relative to OUT* (``fits/tesscut/...`` and
+``<target_id>/<product>`` inside ``cutouts.zarr``), so a store can be copied or moved (local
+disk to S3 and back) without rewriting it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import uuid
+from dataclasses import asdict, dataclass, fields
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+from .exceptions import InvalidQueryError, MastcutError, UnsafeArchiveError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_COLUMNS",
+    "STATUSES",
+    "SERVICES",
+    "FITS_DIR",
+    "ZARR_NAME",
+    "COMMIT_DIR",
+    "check_name",
+    "product_name",
+    "product_from_sector_name",
+    "fits_path",
+    "zarr_group",
+    "store_url",
+    "write_fits",
+    "write_dataset",
+    "is_complete_group",
+    "file_digest",
+    "ManifestRow",
+    "Manifest",
+    "open_cutouts",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_COLUMNS = ("target_id", "service", "product", "status", "fits_path", "zarr_group",
+                    "n_bytes", "sha256", "error")
+STATUSES = ("done", "no_coverage", "invalid", "failed")
+SERVICES = ("tesscut", "zcut", "hapcut")
+FITS_DIR = "fits"
+ZARR_NAME = "cutouts.zarr"
+STAGING_DIR = ".staging"
+#: ``.complete/<target_id>/<product>.json`` is written last: a zarr group without its marker
+#: is incomplete and is never read. The markers live outside ``cutouts.zarr`` because zarr
+#: warns about (and other readers may trip on) foreign files inside a hierarchy.
+COMMIT_DIR = ".complete"
+
+_CHUNK = 1 << 20
+# One path component: starts with a letter or digit (so never "." / ".." / hidden / "__"
+# names reserved by zarr), then letters, digits and . _ + - only.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,199}$")
+_GROUP_META = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+
+
+# ---- names ---------------------------------------------------------------------------------
+
+def check_name(name: Any, what: str = "name", *, error: type[MastcutError] = InvalidQueryError) -> str:
+    """Return ``name`` if it is one safe path component, else raise.
+
+    Safe means: 1-200 characters from letters, digits, ``.``, ``_``, ``+``, ``-``; starting
+    with a letter or digit; no ``..``. Such a name cannot escape its folder, hide, or clash
+    with zarr's reserved names, on any filesystem or object store.
+
+    Parameters
+    ----------
+    name : str
+        The candidate (a target id, a product name, a file name from a server).
+    what : str
+        What the name is, for the error message.
+    error : type
+        The exception raised: `InvalidQueryError` for user input, `UnsafeArchiveError` for
+        names that came from a server.
+
+    Raises
+    ------
+    InvalidQueryError or UnsafeArchiveError
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise error(f"{what} {name!r} is not safe as a file or group name: use 1-200 letters, digits, "
+                    "'.', '_', '+' or '-', starting with a letter or digit, and no '..'.")
+    return name
+
+
+_TESS_FILE = re.compile(r"^tess-(s\d{4}-\d-\d)(?:_|\.|$)")
+_TESS_SECTOR_NAME = re.compile(r"^tess-(s\d{4}-\d-\d)$")
+# "<survey or input stem>_<ra>_<dec>_<size>..." : the prefix is everything before the position.
+_ZCUT_FILE = re.compile(r"^(?P<prefix>.+?)_[-+]?\d+(?:\.\d+)?_[-+]?\d+(?:\.\d+)?_")
+_HAP_FILE = re.compile(r"^hst_cutout_skycell-(?P<cell>p\d{4}x\d{2}y\d{2})(?:-[a-z0-9]+)*?_(?P<rest>[a-z0-9][a-z0-9_]*?)"
+                       r"(?:\.fits(?:\.gz)?)?$", re.IGNORECASE)
+_ASTROCUT_TAIL = re.compile(r"(?:_astrocut(?:_\d+)?)?\.(?:fits(?:\.gz)?|jpg|jpeg|png)$", re.IGNORECASE)
+_SLUG = re.compile(r"[^a-z0-9._+\-]+")
+
+
+def product_from_sector_name(sector_name: str) -> str:
+    """TESSCut's ``sectorName`` (``"tess-s0008-1-1"``) → the product name ``"s0008-1-1"``.
+
+    Lets a planner know a product's name from discovery, before anything is fetched.
+
+    Raises
+    ------
+    UnsafeArchiveError
+        When the server's value does not have that shape.
+    """
+    m = _TESS_SECTOR_NAME.match(str(sector_name).strip())
+    if not m:
+        raise UnsafeArchiveError(f"Unexpected TESS sector name {sector_name!r} (expected e.g. 'tess-s0008-1-1').")
+    return m.group(1)
+
+
+def product_name(service: str, filename: str) -> str:
+    """The product (zarr group) name for a file the service delivered.
+
+    ========  =================================================================  ====================
+    service   file name                                                          product
+    ========  =================================================================  ====================
+    tesscut   ``tess-s0008-1-1_135.140800_-5.191500_5x5_astrocut.fits``          ``s0008-1-1``
+    tesscut   ``Eleonora_1430.5-1435.1_5-x-5_astrocut.fits`` (moving target)     ``eleonora_1430.5-1435.1_5-x-5``
+    zcut      ``candels_gn_30mas_189.492060_62.206150_100.0pix-x-100.0pix_...``  ``candels_gn_30mas``
+    hapcut    ``hst_cutout_skycell-p2007x09y05-ra351d3478-decn28d4978_wfc3_...``  ``p2007x09y05_wfc3_ir_f160w_coarse``
+    ========  =================================================================  ====================
+
+    HAPCut products keep the skycell: skycells overlap, so one position can get the same
+    detector/filter from two skycells, and those must not overwrite each other.
+
+    Parameters
+    ----------
+    service : {"tesscut", "zcut", "hapcut"}
+    filename : str
+        The file name as the server gave it (hostile: it is checked first).
+
+    Returns
+    -------
+    str
+        A safe name (see `check_name`).
+
+    Raises
+    ------
+    UnsafeArchiveError
+        The file name is unsafe (path separators, ``..``, hidden, odd characters).
+    InvalidQueryError
+        Unknown service.
+    """
+    _check_service(service)
+    check_name(filename, "file name from the server", error=UnsafeArchiveError)
+    product: str | None = None
+    if service == "tesscut":
+        m = _TESS_FILE.match(filename)
+        if m:
+            product = m.group(1)
+    elif service == "zcut":
+        m = _ZCUT_FILE.match(filename)
+        if m:
+            product = m.group("prefix").lower()
+    else:
+        m = _HAP_FILE.match(filename)
+        if m:
+            product = f"{m.group('cell')}_{m.group('rest')}".lower()
+    if product is None:
+        # Moving-target TPFs and unknown namings: the file stem, lower-cased, minus the
+        # "_astrocut.fits" tail — deterministic, and unique per file within one response.
+        stem = _ASTROCUT_TAIL.sub("", filename)
+        product = _SLUG.sub("_", stem.lower()).strip("._+-")
+    return check_name(product, "product name", error=UnsafeArchiveError)
+
+
+def _check_service(service: str) -> str:
+    if service not in SERVICES:
+        raise InvalidQueryError(f"Unknown service {service!r}; use one of {', '.join(SERVICES)}.")
+    return service
+
+
+def fits_path(service: str, target_id: str, filename: str) -> str:
+    """Where a FITS file goes, relative to OUT: ``fits/<service>/<target_id>/<filename>``."""
+    _check_service(service)
+    check_name(target_id, "target id")
+    check_name(filename, "file name from the server", error=UnsafeArchiveError)
+    return posixpath.join(FITS_DIR, service, target_id, filename)
+
+
+def zarr_group(target_id: str, product: str) -> str:
+    """The zarr group of a product, relative to ``OUT/cutouts.zarr``: ``<target_id>/<product>``."""
+    check_name(target_id, "target id")
+    check_name(product, "product name")
+    return f"{target_id}/{product}"
+
+
+def store_url(out: str, relpath: str = "") -> str:
+    """``OUT`` joined with a relative store path, keeping the URL's protocol (``s3://b/run/fits/...``)."""
+    out = str(out)
+    if not relpath:
+        return out
+    if "://" in out:
+        return out.rstrip("/") + "/" + relpath.lstrip("/")
+    return os.path.join(out, *relpath.split("/"))
+
+
+def _fs(out: str, storage_options: Mapping[str, Any] | None):
+    """(filesystem, root path inside it) for OUT."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(out), **dict(storage_options or {}))
+    return fs, root.rstrip("/") or root
+
+
+def _is_local(fs) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _join(root: str, relpath: str) -> str:
+    return posixpath.join(root, relpath) if relpath else root
+
+
+def _staging_path(root: str, label: str) -> str:
+    # A fresh random name per attempt: two workers retrying the same product never share a
+    # temporary; only the final name is derived from the request.
+    return posixpath.join(root, STAGING_DIR, f"{uuid.uuid4().hex}-{label}")
+
+
+# ---- FITS ----------------------------------------------------------------------------------
+
+def _chunks(src: bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]) -> Iterator[bytes]:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        view = memoryview(src)
+        for i in range(0, len(view), _CHUNK):
+            yield bytes(view[i:i + _CHUNK])
+        return
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as fh:
+            yield from iter(lambda: fh.read(_CHUNK), b"")
+        return
+    if hasattr(src, "read"):
+        yield from iter(lambda: src.read(_CHUNK), b"")
+        return
+    raise InvalidQueryError(f"write_fits needs bytes, a local path or a binary file object, got {type(src).__name__}.")
+
+
+def write_fits(out: str, service: str, target_id: str, filename: str,
+               src: bytes | str | os.PathLike | IO[bytes],
+               storage_options: Mapping[str, Any] | None = None) -> tuple[str, int, str]:
+    """Store one FITS file exactly as the service delivered it, atomically.
+
+    The bytes go to a temporary name under ``OUT/.staging`` and are then moved to
+    ``OUT/fits/<service>/<target_id>/<filename>``: a local rename, or a server-side copy on
+    object stores, where the object appears whole or not at all. A crash leaves at most a
+    stray temporary, never a truncated file under its final name.
+
+    Parameters
+    ----------
+    out : str
+        The store: local path or fsspec URL.
+    service : {"tesscut", "zcut", "hapcut"}
+    target_id : str
+        A safe target id (see `check_name`).
+    filename : str
+        The file name as the service named it (checked: hostile input).
+    src : bytes, path or binary file object
+        The content; a path is a local file on the calling machine (e.g. an extracted zip member).
+    storage_options : dict, optional
+        fsspec options for OUT (e.g. ``{"endpoint_url": ...}`` for S3).
+
+    Returns
+    -------
+    fits_path : str
+        Path relative to OUT (``fits/tesscut/tic_1/tess-s0008-....fits``), as in the manifest.
+    n_bytes : int
+    sha256 : str
+        Hex digest of the content.
+    """
+    rel = fits_path(service, target_id, filename)
+    fs, root = _fs(out, storage_options)
+    final = _join(root, rel)
+    tmp = _staging_path(root, filename)
+    fs.makedirs(posixpath.dirname(tmp), exist_ok=True)
+    digest = hashlib.sha256()
+    n_bytes = 0
+    try:
+        with fs.open(tmp, "wb") as fh:
+            for chunk in _chunks(src):
+                digest.update(chunk)
+                n_bytes += len(chunk)
+                fh.write(chunk)
+        fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        fs.mv(tmp, final)
+    except BaseException:
+        _remove_quietly(fs, tmp)
+        raise
+    log.debug("stored %s (%d bytes)", rel, n_bytes)
+    return rel, n_bytes, digest.hexdigest()
+
+
+def _remove_quietly(fs, path: str, recursive: bool = False) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
+    except OSError:  # cleanup of a temporary must never hide the original error
+        log.warning("could not remove temporary %s", path)
+
+
+def file_digest(out: str, relpath: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
+    """``(n_bytes, sha256)`` of a stored file, or None when it does not exist."""
+    fs, root = _fs(out, storage_options)
+    path = _join(root, relpath)
+    if not fs.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    n_bytes = 0
+    with fs.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+            n_bytes += len(chunk)
+    return n_bytes, digest.hexdigest()
+
+
+# ---- zarr ----------------------------------------------------------------------------------
+
+def _zarr_ready(ds):
+    """A copy of ``ds`` whose fixed-width strings are variable-length.
+
+    zarr 3 writes numpy ``<U`` arrays with a data type that has no zarr v3 specification
+    (and warns); object strings use the specified ``string`` type. Read back, they compare
+    equal to the original ``<U`` values.
+    """
+    out = ds.copy(deep=False)
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            new = var.astype(object)
+            new.encoding = {}
+            if name in ds.coords:
+                out = out.assign_coords({name: new})
+            else:
+                out[name] = new
+    for var in out.variables.values():
+        # Encodings inherited from a source file (e.g. FITS scaling) do not apply to zarr.
+        var.encoding = {}
+    return out
+
+
+def _ensure_group_meta(fs, path: str) -> None:
+    """Make ``path`` an (empty) zarr v3 group if it is not one already.
+
+    Parents must be groups for the tree to be a valid zarr hierarchy. Several workers may do
+    this at once; they all write the same bytes, so the race is harmless.
+    """
+    meta = posixpath.join(path, "zarr.json")
+    if not fs.exists(meta):
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(meta, _GROUP_META)
+
+
+def write_dataset(out: str, target_id: str, product: str, ds,
+                  storage_options: Mapping[str, Any] | None = None) -> str:
+    """Write one decoded dataset as the zarr v3 group ``OUT/cutouts.zarr/<target_id>/<product>``.
+
+    Atomicity: a group counts as written only once its commit marker
+    (``OUT/.complete/<target_id>/<product>.json``) exists, and the marker is written last. On a local disk the
+    group is additionally written under ``OUT/.staging`` and renamed into place, so the final
+    name never holds half a group. On object stores a directory cannot be renamed atomically
+    (a "move" is one copy per object), so the group is written in place after its old marker
+    is removed; readers (`open_cutouts`, `Manifest.is_done`) ignore groups without a marker.
+
+    Parameters
+    ----------
+    out : str
+        The store: local path or fsspec URL.
+    target_id, product : str
+        Safe names (see `check_name`, `product_name`).
+    ds : xarray.Dataset
+        The decoded cutout; attrs must be JSON-safe.
+    storage_options : dict, optional
+        fsspec options for OUT.
+
+    Returns
+    -------
+    str
+        The group relative to ``cutouts.zarr`` (``<target_id>/<product>``), as in the manifest.
+    """
+    group = zarr_group(target_id, product)
+    fs, root = _fs(out, storage_options)
+    zroot = _join(root, ZARR_NAME)
+    _ensure_group_meta(fs, zroot)
+    _ensure_group_meta(fs, posixpath.join(zroot, target_id))
+    final = posixpath.join(zroot, group)
+    marker = _marker_path(root, group)
+    data = _zarr_ready(ds)
+    commit = json.dumps({"target_id": target_id, "product": product, "variables": sorted(map(str, ds.variables))})
+    if _is_local(fs):
+        tmp = _staging_path(root, f"{target_id}-{product}")
+        try:
+            fs.makedirs(posixpath.dirname(tmp), exist_ok=True)
+            data.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+            if fs.exists(marker):
+                fs.rm(marker)
+            _replace_local_dir(fs, tmp, final, root)
+            fs.makedirs(posixpath.dirname(marker), exist_ok=True)
+            fs.pipe_file(marker, commit.encode())
+        except BaseException:
+            _remove_quietly(fs, tmp, recursive=True)
+            raise
+    else:
+        if fs.exists(marker):
+            fs.rm(marker)  # first: from here on the old group no longer looks complete
+        if fs.exists(final):
+            fs.rm(final, recursive=True)
+        url = store_url(out, f"{ZARR_NAME}/{group}")
+        data.to_zarr(url, mode="w", zarr_format=3, consolidated=False,
+                     storage_options=dict(storage_options or {}))
+        fs.makedirs(posixpath.dirname(marker), exist_ok=True)
+        fs.pipe_file(marker, commit.encode())
+    log.debug("stored zarr group %s", group)
+    return group
+
+
+def _replace_local_dir(fs, tmp: str, final: str, root: str) -> None:
+    """Rename a finished directory into place, replacing an older one."""
+    if os.path.exists(final):
+        # Move the old group aside, then swap in the new one: the final name is never empty
+        # or half-filled, only briefly absent (and its marker is already gone).
+        old = _staging_path(root, "old")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        fs.rm(old, recursive=True)
+    else:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+
+
+def _marker_path(root: str, group: str) -> str:
+    return posixpath.join(root, COMMIT_DIR, group + ".json")
+
+
+def is_complete_group(out: str, group: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when the zarr group ``<target_id>/<product>`` was written completely (its marker exists)."""
+    fs, root = _fs(out, storage_options)
+    return fs.isfile(_marker_path(root, group)) and fs.isfile(posixpath.join(root, ZARR_NAME, group, "zarr.json"))
+
+
+def _complete_groups(fs, root: str) -> list[tuple[str, str]]:
+    found = []
+    for path in fs.glob(posixpath.join(root, COMMIT_DIR, "*", "*.json")):
+        parts = path.rstrip("/").split("/")
+        target_id, product = parts[-2], parts[-1][: -len(".json")]
+        if _SAFE_NAME.match(target_id) and _SAFE_NAME.match(product):
+            found.append((target_id, product))
+    return sorted(found)
+
+
+def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, chunks: Any = None):
+    """Open a run's datasets as a tree: target → product → Dataset, lazily.
+
+    Only complete groups (with their commit marker) are included; half-written ones from an
+    interrupted run are skipped.
+
+    Parameters
+    ----------
+    out : str
+        The store given to ``fetch_cutouts(out=...)``: local path or fsspec URL.
+    storage_options : dict, optional
+        fsspec options for OUT (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``).
+    chunks : optional
+        Passed to `xarray.open_dataset`: None (default) gives lazily indexed arrays without
+        Dask; ``{}`` gives Dask arrays with the stored chunks.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``tree["tic_307210830/s0008-1-1"].dataset`` is one cutout. Empty when nothing is stored.
+    """
+    import xarray as xr
+
+    fs, root = _fs(out, storage_options)
+    opts = None if _is_local(fs) else dict(storage_options or {})
+    datasets = {}
+    for target_id, product in _complete_groups(fs, root):
+        url = store_url(out, f"{ZARR_NAME}/{target_id}/{product}")
+        datasets[f"{target_id}/{product}"] = xr.open_dataset(
+            url, engine="zarr", consolidated=False, zarr_format=3, chunks=chunks,
+            backend_kwargs={"storage_options": opts} if opts else None)
+    return xr.DataTree.from_dict(datasets)
+
+
+# ---- manifest ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One outcome: a (target, service, product) and what became of it.
+
+    Attributes
+    ----------
+    target_id, service : str
+    product : str
+        ``s0008-1-1``, ``candels_gn_30mas``...; empty for target-level outcomes (``invalid``,
+        ``no_coverage`` found by discovery, a discovery that ``failed``).
+    status : {"done", "no_coverage", "invalid", "failed"}
+    fits_path : str
+        Relative to OUT (empty unless done).
+    zarr_group : str
+        Relative to ``OUT/cutouts.zarr`` (empty unless done).
+    n_bytes : int or None
+        Size of the FITS file.
+    sha256 : str
+        Hex digest of the FITS file.
+    error : str
+        Why it is not done (the reason for ``invalid``, the message for ``failed``).
+    """
+
+    target_id: str
+    service: str
+    product: str = ""
+    status: str = "done"
+    fits_path: str = ""
+    zarr_group: str = ""
+    n_bytes: int | None = None
+    sha256: str = ""
+    error: str = ""
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise InvalidQueryError(f"Manifest status {self.status!r} is not one of {', '.join(STATUSES)}.")
+        if self.n_bytes is not None and not isinstance(self.n_bytes, int):
+            object.__setattr__(self, "n_bytes", int(self.n_bytes))
+        for name in ("target_id", "service", "product", "fits_path", "zarr_group", "sha256", "error"):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, "")
+            elif not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(target_id, service, product)``: a later row with the same key replaces an earlier one."""
+        return self.target_id, self.service, self.product
+
+    def as_csv(self) -> dict[str, str]:
+        """The row as CSV strings (None → empty)."""
+        return {k: ("" if v is None else str(v)) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_csv(cls, record: Mapping[str, str]) -> "ManifestRow":
+        """A row read back from ``manifest.csv``."""
+        values = {f.name: (record.get(f.name) or "") for f in fields(cls)}
+        n_bytes = values.pop("n_bytes")
+        return cls(n_bytes=int(n_bytes) if n_bytes else None, **values)
+
+
+class Manifest:
+    """The client's record of a run: ``OUT/manifest.csv``, loaded, appended, and used to resume.
+
+    Rows are appended as results arrive and flushed at once (local files are fsynced; on
+    fsspec remotes the small file is rewritten whole under a temporary name and moved into
+    place), so a crash loses at most what was in flight. A later row for the same
+    ``(target_id, service, product)`` supersedes an earlier one, both in memory and on reload.
+
+    Parameters
+    ----------
+    out : str
+        The store: local path or fsspec URL. Created if needed.
+    storage_options : dict, optional
+        fsspec options for OUT.
+
+    Examples
+    --------
+    >>> m = Manifest("results/")                                      # doctest: +SKIP
+    >>> if not m.should_skip("tic_1", "tesscut", "s0008-1-1"):        # doctest: +SKIP
+    ...     m.append(ManifestRow("tic_1", "tesscut", "s0008-1-1", "done", ...))
+    """
+
+    def __init__(self, out: str, storage_options: Mapping[str, Any] | None = None):
+        self.out = str(out)
+        self.storage_options = dict(storage_options or {})
+        self._fs, self._root = _fs(self.out, self.storage_options)
+        self._path = _join(self._root, MANIFEST_NAME)
+        self._local = _is_local(self._fs)
+        self._rows: dict[tuple[str, str, str], ManifestRow] = {}
+        self._verified: set[tuple[str, str, str]] = set()
+        self._load()
+
+    # -- reading
+    def _load(self) -> None:
+        if not self._fs.exists(self._path):
+            return
+        with self._fs.open(self._path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            # A crash mid-append leaves a partial last line: drop it (that result is re-fetched).
+            log.warning("manifest %s: ignoring an incomplete last line", self._path)
+            lines = lines[:-1]
+        reader = csv.DictReader(lines)
+        if reader.fieldnames is not None and list(reader.fieldnames) != list(MANIFEST_COLUMNS):
+            raise MastcutError(f"{self._path} does not have the manifest columns {', '.join(MANIFEST_COLUMNS)}; "
+                               "choose another output location.")
+        for lineno, record in enumerate(reader, start=2):
+            try:
+                row = ManifestRow.from_csv(record)
+            except (InvalidQueryError, ValueError, TypeError) as err:
+                log.warning("manifest %s line %d ignored: %s", self._path, lineno, err)
+                continue
+            self._rows[row.key] = row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[ManifestRow]:
+        return iter(self._rows.values())
+
+    @property
+    def rows(self) -> list[ManifestRow]:
+        """The current rows (the latest per key), in first-seen order."""
+        return list(self._rows.values())
+
+    def get(self, target_id: str, service: str, product: str = "") -> ManifestRow | None:
+        """The current row for a key, or None."""
+        return self._rows.get((target_id, service, product))
+
+    def rows_for(self, target_id: str, service: str | None = None) -> list[ManifestRow]:
+        """All current rows of one target (optionally one service)."""
+        return [r for r in self._rows.values()
+                if r.target_id == target_id and (service is None or r.service == service)]
+
+    def to_table(self):
+        """The current rows as an astropy `~astropy.table.Table` with the manifest columns."""
+        from astropy.table import Table
+
+        rows = self.rows
+        cols = {name: [getattr(r, name) for r in rows] for name in MANIFEST_COLUMNS}
+        cols["n_bytes"] = [-1 if v is None else v for v in cols["n_bytes"]]
+        table = Table(cols, names=MANIFEST_COLUMNS,
+                      dtype=[str, str, str, str, str, str, "i8", str, str])
+        table["n_bytes"].description = "size of the FITS file in bytes (-1 when none)"
+        return table
+
+    # -- writing
+    def append(self, row: ManifestRow) -> None:
+        """Record one outcome and flush it to storage before returning."""
+        self.extend([row])
+
+    def extend(self, rows: Iterable[ManifestRow]) -> None:
+        """Record several outcomes with one flush."""
+        rows = list(rows)
+        if not rows:
+            return
+        for row in rows:
+            if not isinstance(row, ManifestRow):
+                raise InvalidQueryError(f"Manifest rows must be ManifestRow, got {type(row).__name__}.")
+        if self._local:
+            self._append_local(rows)
+        for row in rows:
+            # Re-insert so that iteration order follows the latest outcome.
+            self._rows.pop(row.key, None)
+            self._rows[row.key] = row
+            self._verified.discard(row.key)
+        if not self._local:
+            self._rewrite_remote()
+
+    def _append_local(self, rows: list[ManifestRow]) -> None:
+        os.makedirs(self._root, exist_ok=True)
+        new = not os.path.exists(self._path) or os.path.getsize(self._path) == 0
+        with open(self._path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+            if new:
+                writer.writeheader()
+            for row in rows:
+                writer.writerow(row.as_csv())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _rewrite_remote(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in self._rows.values():
+            writer.writerow(row.as_csv())
+        tmp = _staging_path(self._root, MANIFEST_NAME)
+        self._fs.pipe_file(tmp, buf.getvalue().encode("utf-8"))
+        self._fs.mv(tmp, self._path)
+
+    # -- resume
+    def is_done(self, row: ManifestRow | None) -> bool:
+        """True when ``row`` is ``done`` and its results verify.
+
+        Verified: the FITS file exists with the recorded size and sha256, and the zarr group
+        exists with its commit marker. A truncated or corrupted file is therefore not done.
+        """
+        if row is None or row.status != "done" or not row.fits_path or not row.sha256:
+            return False
+        if row.key in self._verified and self._rows.get(row.key) == row:
+            return True
+        got = file_digest(self.out, row.fits_path, self.storage_options)
+        if got is None or got != (row.n_bytes, row.sha256):
+            if got is not None:
+                log.info("%s/%s: stored FITS does not match the manifest; fetching again",
+                         row.target_id, row.product)
+            return False
+        if row.zarr_group and not is_complete_group(self.out, row.zarr_group, self.storage_options):
+            return False
+        if self._rows.get(row.key) == row:
+            self._verified.add(row.key)
+        return True
+
+    def should_skip(self, target_id: str, service: str, product: str = "", *, retry_failed: bool = False) -> bool:
+        """Whether a run can leave this (target, service, product) alone.
+
+        ``done`` rows are skipped when they verify (`is_done`); ``no_coverage`` and
+        ``invalid`` rows are skipped unless ``retry_failed``; ``failed`` rows and unknown keys
+        are always (re)done.
+        """
+        row = self.get(target_id, service, product)
+        if row is None:
+            return False
+        if row.status == "done":
+            return self.is_done(row)
+        if row.status in ("no_coverage", "invalid"):
+            return not retry_failed
+        return False
+
+    def done_products(self, target_id: str, service: str) -> list[str]:
+        """Products of a target that are done and verify (e.g. to skip a sector on resume)."""
+        return [r.product for r in self.rows_for(target_id, service) if r.status == "done" and self.is_done(r)]

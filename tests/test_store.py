@@ -1,0 +1,301 @@
+"""The store on a local disk: layout and naming, atomic writes, manifest and resume, open_cutouts."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import pickle
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mastcut_dask.exceptions import InvalidQueryError, UnsafeArchiveError
+from mastcut_dask.store import (
+    COMMIT_DIR,
+    MANIFEST_COLUMNS,
+    Manifest,
+    ManifestRow,
+    check_name,
+    fits_path,
+    is_complete_group,
+    open_cutouts,
+    product_from_sector_name,
+    product_name,
+    write_dataset,
+    write_fits,
+)
+
+TESS_FILE = "tess-s0008-1-1_135.140800_-5.191500_5x5_astrocut.fits"
+ZCUT_FILE = "candels_gn_30mas_189.492060_62.206150_100.0pix-x-100.0pix_astrocut.fits"
+HAP_FILE = "hst_cutout_skycell-p2007x09y05-ra351d3478-decn28d4978_wfc3_ir_f160w_coarse.fits"
+
+
+def small_dataset(seed: int = 0, n_time: int = 4) -> xr.Dataset:
+    """A TPF-shaped dataset as the decoder makes them: labelled dims, string coords, JSON-safe attrs."""
+    rng = np.random.default_rng(seed)
+    ny, nx = 3, 2
+    return xr.Dataset(
+        {
+            "flux": (("time", "y", "x"), rng.normal(size=(n_time, ny, nx)).astype("float32"),
+                     {"units": "electron / s"}),
+            "flux_err": (("time", "y", "x"), rng.random((n_time, ny, nx)).astype("float32"),
+                         {"units": "electron / s"}),
+            "aperture": (("y", "x"), np.array([[True, False], [True, True], [False, True]])),
+        },
+        coords={
+            "time": ("time", 1500.0 + np.arange(n_time) / 48, {"units": "d", "scale": "tdb"}),
+            "quality": ("time", np.array([0, 32, 0, 0][:n_time], dtype="int32")),
+            "ffi_file": ("time", np.array([f"tess2018206192942-s0008-1-1-{i:04d}-s_ffi" for i in range(n_time)])),
+            "ra": (("y", "x"), 135.1 + rng.random((ny, nx)), {"units": "deg"}),
+            "dec": (("y", "x"), -5.2 + rng.random((ny, nx)), {"units": "deg"}),
+        },
+        attrs={"sector": 8, "camera": 1, "ccd": 1, "object": "TIC 307210830", "wcs_valid": True,
+               "ra_obj": 135.1408, "procver": None, "headers": ["SIMPLE  =                    T"]},
+    )
+
+
+# ---- naming ------------------------------------------------------------------------------------
+
+def test_product_names_for_each_service():
+    assert product_name("tesscut", TESS_FILE) == "s0008-1-1"
+    assert product_name("tesscut", "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits") == "s0001-4-3"
+    assert product_name("zcut", ZCUT_FILE) == "candels_gn_30mas"
+    assert product_name("zcut", "goods_north_10.000000_-20.500000_7pix-x-3pix_astrocut.fits") == "goods_north"
+    assert product_name("hapcut", HAP_FILE) == "p2007x09y05_wfc3_ir_f160w_coarse"
+    assert product_from_sector_name("tess-s0008-1-1") == "s0008-1-1"
+
+
+def test_moving_target_product_is_the_file_stem():
+    name = product_name("tesscut", "SYNTH_Asteroid_1_1468.27-1490.04_5-x-5_astrocut.fits")
+    assert name == "synth_asteroid_1_1468.27-1490.04_5-x-5"
+    check_name(name)
+
+
+@pytest.mark.parametrize("bad", ["../evil.fits", "a/b.fits", "..", ".hidden.fits", "x\\y.fits", "",
+                                 "a..fits", "/abs.fits", "__zarr.fits", "name with space.fits", "é.fits"])
+def test_unsafe_server_file_names_are_refused(bad):
+    with pytest.raises(UnsafeArchiveError):
+        product_name("tesscut", bad)
+    with pytest.raises(UnsafeArchiveError):
+        fits_path("tesscut", "tic_1", bad)
+
+
+def test_unknown_service_and_unsafe_target_id():
+    with pytest.raises(InvalidQueryError, match="Unknown service"):
+        product_name("kepcut", TESS_FILE)
+    with pytest.raises(InvalidQueryError, match="not safe"):
+        fits_path("tesscut", "../tic_1", TESS_FILE)
+    with pytest.raises(UnsafeArchiveError):
+        product_from_sector_name("tess-s0008-1-1/../../x")
+
+
+# ---- FITS writes -------------------------------------------------------------------------------
+
+def test_write_fits_layout_size_and_digest(tmp_path):
+    payload = os.urandom(3 * (1 << 20) + 17)  # more than one copy chunk
+    rel, n_bytes, sha = write_fits(str(tmp_path), "tesscut", "tic_307210830", TESS_FILE, payload)
+    assert rel == f"fits/tesscut/tic_307210830/{TESS_FILE}"
+    assert (tmp_path / rel).read_bytes() == payload
+    assert n_bytes == len(payload)
+    assert sha == hashlib.sha256(payload).hexdigest()
+    # from a local file path too, and idempotent: the same call again gives the same result
+    src = tmp_path / "extracted.fits"
+    src.write_bytes(payload)
+    assert write_fits(str(tmp_path), "tesscut", "tic_307210830", TESS_FILE, src) == (rel, n_bytes, sha)
+    assert sorted(os.listdir(tmp_path / ".staging")) == []
+
+
+class ExplodingReader:
+    """A binary source that fails after some bytes: a download cut off mid-write."""
+
+    def __init__(self, good: bytes):
+        self.parts = [good[: len(good) // 2], good[len(good) // 2:]]
+
+    def read(self, n=-1):
+        if self.parts:
+            part = self.parts.pop(0)
+            if not self.parts:
+                raise ConnectionError("connection reset mid-body")
+            return part
+        return b""
+
+
+def test_failed_write_leaves_nothing_that_looks_complete(tmp_path):
+    with pytest.raises(ConnectionError):
+        write_fits(str(tmp_path), "zcut", "ngc_1234", ZCUT_FILE, ExplodingReader(b"x" * 10_000))
+    assert not (tmp_path / "fits" / "zcut" / "ngc_1234" / ZCUT_FILE).exists()
+    assert os.listdir(tmp_path / ".staging") == []
+
+
+def test_failed_rewrite_keeps_the_previous_file(tmp_path):
+    rel, _, sha = write_fits(str(tmp_path), "zcut", "ngc_1234", ZCUT_FILE, b"first version")
+    with pytest.raises(ConnectionError):
+        write_fits(str(tmp_path), "zcut", "ngc_1234", ZCUT_FILE, ExplodingReader(b"y" * 10_000))
+    assert (tmp_path / rel).read_bytes() == b"first version"
+
+
+# ---- zarr --------------------------------------------------------------------------------------
+
+def test_write_dataset_round_trips_through_open_cutouts(tmp_path):
+    a, b = small_dataset(1), small_dataset(2, n_time=3)
+    assert write_dataset(str(tmp_path), "tic_307210830", "s0008-1-1", a) == "tic_307210830/s0008-1-1"
+    write_dataset(str(tmp_path), "tic_307210830", "s0009-1-2", b)
+    write_dataset(str(tmp_path), "ngc_1234", "candels_gn_30mas", a.isel(time=0))
+    tree = open_cutouts(str(tmp_path))
+    assert sorted(tree.children) == ["ngc_1234", "tic_307210830"]
+    assert sorted(tree["tic_307210830"].children) == ["s0008-1-1", "s0009-1-2"]
+    got = tree["tic_307210830/s0008-1-1"].to_dataset()
+    assert not isinstance(got["flux"].variable._data, np.ndarray)  # lazy: nothing read yet
+    xr.testing.assert_identical(got.load(), a)
+    xr.testing.assert_identical(tree["tic_307210830/s0009-1-2"].to_dataset().load(), b)
+    xr.testing.assert_identical(tree["ngc_1234/candels_gn_30mas"].to_dataset().load(), a.isel(time=0))
+    # the whole store is also a valid zarr v3 hierarchy for other readers
+    whole = xr.open_datatree(tmp_path / "cutouts.zarr", engine="zarr", consolidated=False)
+    xr.testing.assert_identical(whole["tic_307210830/s0008-1-1"].to_dataset().load(), a)
+
+
+def test_open_cutouts_with_dask_chunks(tmp_path):
+    write_dataset(str(tmp_path), "tic_1", "s0001-4-3", small_dataset())
+    tree = open_cutouts(str(tmp_path), chunks={})
+    flux = tree["tic_1/s0001-4-3"]["flux"]
+    assert hasattr(flux.data, "dask")
+    np.testing.assert_array_equal(flux.values, small_dataset()["flux"].values)
+
+
+def test_rewriting_a_group_replaces_it(tmp_path):
+    write_dataset(str(tmp_path), "tic_1", "s0001-4-3", small_dataset(1))
+    write_dataset(str(tmp_path), "tic_1", "s0001-4-3", small_dataset(5, n_time=2))
+    xr.testing.assert_identical(open_cutouts(str(tmp_path))["tic_1/s0001-4-3"].to_dataset().load(),
+                                small_dataset(5, n_time=2))
+
+
+def test_a_group_without_its_commit_marker_is_not_read(tmp_path):
+    write_dataset(str(tmp_path), "tic_1", "s0001-4-3", small_dataset())
+    write_dataset(str(tmp_path), "tic_1", "s0002-4-3", small_dataset())
+    # what an interrupted in-place write (object stores) leaves: data, no marker
+    (tmp_path / COMMIT_DIR / "tic_1" / "s0002-4-3.json").unlink()
+    assert not is_complete_group(str(tmp_path), "tic_1/s0002-4-3")
+    assert list(open_cutouts(str(tmp_path))["tic_1"].children) == ["s0001-4-3"]
+
+
+def test_failed_dataset_write_leaves_no_group(tmp_path):
+    bad = small_dataset().assign_attrs(unserialisable=object())  # not JSON: zarr refuses it
+    with pytest.raises(TypeError):
+        write_dataset(str(tmp_path), "tic_1", "s0001-4-3", bad)
+    assert not (tmp_path / "cutouts.zarr" / "tic_1" / "s0001-4-3").exists()
+    assert os.listdir(tmp_path / ".staging") == []
+    assert len(open_cutouts(str(tmp_path)).children) == 0
+
+
+def test_open_cutouts_on_an_empty_store(tmp_path):
+    assert len(open_cutouts(str(tmp_path / "nothing")).children) == 0
+
+
+# ---- manifest and resume -----------------------------------------------------------------------
+
+def done_row(out, target_id="tic_1", filename=TESS_FILE, seed=0, payload=None):
+    payload = payload if payload is not None else os.urandom(5000)
+    rel, n_bytes, sha = write_fits(out, "tesscut", target_id, filename, payload)
+    product = product_name("tesscut", filename)
+    group = write_dataset(out, target_id, product, small_dataset(seed))
+    return ManifestRow(target_id, "tesscut", product, "done", rel, group, n_bytes, sha, "")
+
+
+def test_manifest_appends_and_reloads(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    assert len(m) == 0
+    row = done_row(out)
+    m.append(row)
+    m.extend([ManifestRow("bad_row", "tesscut", status="invalid", error="row 3: no name, no ra/dec"),
+              ManifestRow("ra10.000000_dec+80.000000", "tesscut", status="no_coverage", error="no sectors")])
+    with open(tmp_path / "manifest.csv", newline="") as fh:
+        records = list(csv.DictReader(fh))
+    assert list(records[0]) == list(MANIFEST_COLUMNS)
+    assert [r["status"] for r in records] == ["done", "invalid", "no_coverage"]
+    again = Manifest(out)
+    assert again.rows == m.rows
+    assert again.get("tic_1", "tesscut", "s0008-1-1") == row
+    table = again.to_table()
+    assert table.colnames == list(MANIFEST_COLUMNS)
+    assert list(table["status"]) == ["done", "invalid", "no_coverage"]
+    assert table["n_bytes"][0] == row.n_bytes and table["n_bytes"][1] == -1
+
+
+def test_later_rows_supersede_earlier_ones(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    m.append(ManifestRow("tic_1", "tesscut", "s0008-1-1", "failed", error="503 after 5 tries"))
+    row = done_row(out)
+    m.append(row)
+    assert Manifest(out).rows == [row]
+
+
+def test_a_partial_last_line_from_a_crash_is_ignored(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    row = done_row(out)
+    m.append(row)
+    with open(tmp_path / "manifest.csv", "a") as fh:
+        fh.write("tic_2,tesscut,s0009-1-1,do")  # the process died here
+    assert Manifest(out).rows == [row]
+
+
+def test_a_foreign_csv_is_not_taken_for_a_manifest(tmp_path):
+    (tmp_path / "manifest.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match="manifest columns"):
+        Manifest(str(tmp_path))
+
+
+def test_resume_verifies_done_rows(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    row = done_row(out)
+    m.append(row)
+    m.extend([ManifestRow("t_inv", "tesscut", status="invalid", error="bad"),
+              ManifestRow("t_nocov", "zcut", status="no_coverage"),
+              ManifestRow("t_fail", "tesscut", "s0001-1-1", "failed", error="timeout")])
+    m = Manifest(out)
+    assert m.is_done(row)
+    assert m.should_skip("tic_1", "tesscut", "s0008-1-1")
+    assert m.done_products("tic_1", "tesscut") == ["s0008-1-1"]
+    assert m.should_skip("t_inv", "tesscut") and m.should_skip("t_nocov", "zcut")
+    assert not m.should_skip("t_inv", "tesscut", retry_failed=True)
+    assert not m.should_skip("t_nocov", "zcut", retry_failed=True)
+    assert not m.should_skip("t_fail", "tesscut", "s0001-1-1")
+    assert not m.should_skip("never_seen", "tesscut", "s0001-1-1")
+
+
+def test_resume_refetches_a_corrupted_or_truncated_file(tmp_path):
+    out = str(tmp_path)
+    row = done_row(out)
+    Manifest(out).append(row)
+    path = tmp_path / row.fits_path
+    good = path.read_bytes()
+    # same size, one byte flipped: only the sha256 can tell
+    path.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    assert not Manifest(out).should_skip("tic_1", "tesscut", "s0008-1-1")
+    path.write_bytes(good[:-1])  # truncated
+    assert not Manifest(out).is_done(row)
+    path.unlink()
+    assert not Manifest(out).is_done(row)
+    path.write_bytes(good)
+    assert Manifest(out).is_done(row)
+
+
+def test_resume_refetches_when_the_zarr_group_is_incomplete(tmp_path):
+    out = str(tmp_path)
+    row = done_row(out)
+    Manifest(out).append(row)
+    (tmp_path / COMMIT_DIR / f"{row.zarr_group}.json").unlink()
+    assert not Manifest(out).is_done(row)
+
+
+def test_rows_are_validated_and_pickle():
+    with pytest.raises(InvalidQueryError, match="status"):
+        ManifestRow("t", "tesscut", status="ok")
+    row = ManifestRow("t", "tesscut", "s0001-1-1", "done", "fits/x", "t/s0001-1-1", np.int64(12), "ab")
+    assert row.n_bytes == 12 and type(row.n_bytes) is int
+    assert pickle.loads(pickle.dumps(row)) == row
