@@ -1,0 +1,401 @@
+"""Cutout files → labelled :class:`xarray.Dataset`: the public decoders and the xarray backend.
+
+This module knows where the bytes come from (an open ``HDUList``, bytes, a local path or an
+fsspec URL) and which decoder a file needs; the file layouts themselves live in
+:mod:`mastcut_dask.decode_tpf` (TESSCut target pixel files) and
+:mod:`mastcut_dask.decode_image` (ZCut/HAPCut FITS, JPG/PNG). The shared helpers for header
+text and JSON-safe attributes are here so both decoders speak the same dialect.
+
+The returned datasets follow the data model of ``design.md``: named dims, units in attrs,
+sky coordinates where the file has a trustworthy WCS, and attrs that survive
+``to_zarr``/``open_zarr`` unchanged (plain ``str``/``int``/``float``/``bool`` and lists of
+``str`` only; no ``None``, no numpy scalars). Every header of the source file is kept as
+FITS card text in ``attrs["fits_headers"]`` so :func:`fits_headers` can rebuild them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .exceptions import DecodeError
+
+__all__ = [
+    "tpf_to_xarray",
+    "image_to_xarray",
+    "fits_headers",
+    "DecodeError",
+    "MastcutBackendEntrypoint",
+]
+
+log = logging.getLogger(__name__)
+
+#: What ``src`` may be for the decoders.
+Source = Any  # fits.HDUList | bytes | str | os.PathLike (annotated loosely: fsspec URLs are str)
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_FITS_MAGIC = b"SIMPLE  ="
+
+
+@dataclass(frozen=True)
+class FileLocation:
+    """Where the bytes of a decoded file can be read again (for lazy, chunked reads).
+
+    Attributes
+    ----------
+    url : str
+        A local path or an fsspec URL.
+    storage_options : tuple of (str, object) pairs
+        Passed to ``fsspec.open`` (frozen as pairs so the object stays hashable and picklable).
+    """
+
+    url: str
+    storage_options: tuple = ()
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url or self.url.startswith("file://")
+
+    @property
+    def local_path(self) -> str:
+        return self.url[len("file://"):] if self.url.startswith("file://") else self.url
+
+    def open(self):
+        """Open the file for binary reading (a plain file for local paths, else fsspec)."""
+        if self.is_local:
+            return open(self.local_path, "rb")
+        import fsspec  # only remote sources need it
+
+        return fsspec.open(self.url, "rb", **dict(self.storage_options)).open()
+
+
+@dataclass
+class OpenedSource:
+    """An ``HDUList`` (or raw image bytes) with where it came from."""
+
+    hdul: fits.HDUList | None
+    raw: bytes | None  # JPG/PNG bytes (hdul is None then)
+    location: FileLocation | None  # None: in memory only
+    name: str  # the file name, for attrs["source_file"]
+    _closers: tuple = ()
+
+    def close(self) -> None:
+        for closer in self._closers:
+            closer.close()
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text and not text.startswith("file://")
+
+
+def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None = None) -> OpenedSource:
+    """Open ``src`` as FITS (or sniff a JPG/PNG) without reading data arrays.
+
+    Parameters
+    ----------
+    src : HDUList, bytes, str or os.PathLike
+        An open ``HDUList``, the file's bytes, a local path or an fsspec URL.
+    lazy : bool
+        Keep remote files open instead of reading them whole, so headers can be parsed
+        without fetching the data (the caller must ``close()``).
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    OpenedSource
+
+    Raises
+    ------
+    DecodeError
+        If ``src`` is none of the accepted kinds, or is not FITS, JPEG or PNG.
+    """
+    opts = tuple(sorted((storage_options or {}).items()))
+    if isinstance(src, fits.HDUList):
+        filename = src.filename()
+        loc = FileLocation(filename) if isinstance(filename, str) and os.path.isfile(filename) else None
+        return OpenedSource(src, None, loc, os.path.basename(filename) if isinstance(filename, str) else "")
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _open_bytes(bytes(src), None, "")
+    if isinstance(src, (str, os.PathLike)):
+        text = os.fspath(src)
+        loc = FileLocation(text, opts)
+        name = os.path.basename(text.rstrip("/").split("?")[0])
+        if loc.is_local:
+            path = loc.local_path
+            if not os.path.isfile(path):
+                raise DecodeError(f"no such file: {path}")
+            with open(path, "rb") as fh:
+                head = fh.read(len(_PNG_MAGIC))
+            if not head.startswith(_FITS_MAGIC):
+                with open(path, "rb") as fh:
+                    return _open_bytes(fh.read(), loc, name)
+            # memmap: column reads touch only the pages they need, nothing is read up front
+            hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
+            return OpenedSource(hdul, None, loc, name, (hdul,))
+        fh = loc.open()
+        head = fh.read(len(_PNG_MAGIC))
+        fh.seek(0)
+        if lazy and head.startswith(_FITS_MAGIC):
+            hdul = fits.open(fh, lazy_load_hdus=True)
+            return OpenedSource(hdul, None, loc, name, (hdul, fh))
+        try:
+            data = fh.read()
+        finally:
+            fh.close()
+        return _open_bytes(data, loc, name)
+    raise DecodeError(f"cannot decode a {type(src).__name__}: pass an HDUList, bytes, a path or an fsspec URL")
+
+
+def _open_bytes(data: bytes, loc: FileLocation | None, name: str) -> OpenedSource:
+    if data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC):
+        return OpenedSource(None, data, loc, name)
+    if not data.startswith(_FITS_MAGIC):
+        raise DecodeError(f"{name or 'input'} is not a FITS, JPEG or PNG file "
+                          f"(starts with {data[:16]!r})")
+    hdul = fits.open(io.BytesIO(data), lazy_load_hdus=True)
+    return OpenedSource(hdul, None, loc, name, (hdul,))
+
+
+# ---- header text and JSON-safe values ------------------------------------------------------
+def header_text(header: fits.Header) -> str:
+    """A header as its 80-character cards joined by newlines (no END, no padding)."""
+    return header.tostring(sep="\n", endcard=False, padding=False)
+
+
+def fits_headers(ds) -> list[fits.Header]:
+    """Rebuild the FITS headers of the file a dataset was decoded from.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A dataset made by :func:`tpf_to_xarray` or :func:`image_to_xarray` (or read back
+        from zarr).
+
+    Returns
+    -------
+    list of astropy.io.fits.Header
+        One header per HDU, in file order (an empty list for JPG/PNG cutouts).
+    """
+    return [fits.Header.fromstring(text, sep="\n") for text in ds.attrs.get("fits_headers", [])]
+
+
+def plain(value: Any) -> str | int | float | bool | None:
+    """A header value as a JSON-safe Python scalar; ``None`` for undefined values.
+
+    FITS ``Undefined``, ``None`` and non-finite floats become ``None`` (callers then omit the
+    attribute or use ``""``, never store ``None``); numpy scalars become Python ones.
+    """
+    if value is None or isinstance(value, fits.card.Undefined):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, str):
+        return value.strip()
+    return str(value)
+
+
+def header_int(header: fits.Header, key: str) -> int | None:
+    """An integer keyword, or ``None`` when absent, undefined, empty or not integral."""
+    value = plain(header.get(key))
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return value
+
+
+def header_float(header: fits.Header, key: str) -> float | None:
+    """A numeric keyword as float, or ``None`` when absent, undefined or not a number."""
+    value = plain(header.get(key))
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+        return value if np.isfinite(value) else None
+    return float(value)
+
+
+def header_str(header: fits.Header, key: str) -> str:
+    """A keyword as a stripped string; ``""`` when absent or undefined."""
+    value = plain(header.get(key))
+    return "" if value is None else str(value)
+
+
+def quiet_wcs(header: fits.Header, **kwargs):
+    """``astropy.wcs.WCS(header)`` with its warnings about non-standard keywords silenced.
+
+    Returns ``None`` when astropy cannot build a WCS at all.
+    """
+    from astropy.wcs import WCS
+    from astropy.utils.exceptions import AstropyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            return WCS(header, **kwargs)
+        except Exception as err:  # astropy/WCSLIB raise many kinds for bad headers
+            log.debug("WCS not usable: %s", err)
+            return None
+
+
+# ---- the public decoders ------------------------------------------------------------------
+def tpf_to_xarray(src: Source, *, chunks: int | str | dict | None = None,
+                  storage_options: dict | None = None):
+    """Decode a TESSCut target pixel file into an :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    src : HDUList, bytes, str or os.PathLike
+        An open ``HDUList``, the file's bytes, a local path or an fsspec URL.
+    chunks : int, "auto" or dict, optional
+        If given, the pixel variables are dask arrays read lazily from the file, chunked
+        along ``time`` (an int is a number of cadences; a dict may give ``{"time": n}``).
+        Headers and the small per-cadence columns are read at once; pixels only on compute.
+    storage_options : dict, optional
+        fsspec options when ``src`` is a URL.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(time, y, x)``: ``flux``, ``flux_err``, ``flux_bkg``, ``flux_bkg_err``
+        (float32, e-/s), ``aperture`` (bool, ``(y, x)``); coords ``time`` (BTJD),
+        ``timecorr``, ``cadenceno``, ``quality``, ``ffi_file`` (and ``tgt_x``, ``tgt_y``,
+        ``tgt_ra``, ``tgt_dec`` for moving targets), ``ra``/``dec`` where the WCS is valid,
+        ``row``/``column`` where the file gives the CCD position. ``attrs["quirks"]`` names
+        every real-file quirk that was decoded (e.g. ``"sector_empty"``).
+
+    Raises
+    ------
+    DecodeError
+        If the file is not a target pixel file (the message says what is missing).
+    """
+    from .decode_tpf import build_tpf_dataset
+
+    opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
+    try:
+        if opened.hdul is None:
+            raise DecodeError(f"{opened.name or 'input'} is an image (JPEG/PNG), not a target pixel file")
+        return build_tpf_dataset(opened, chunks=chunks)
+    finally:
+        if not isinstance(src, fits.HDUList):
+            opened.close()
+
+
+def image_to_xarray(src: Source, *, storage_options: dict | None = None):
+    """Decode a ZCut or HAPCut image cutout (FITS, JPG or PNG) into an :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    src : HDUList, bytes, str or os.PathLike
+        An open ``HDUList``, the file's bytes, a local path or an fsspec URL.
+    storage_options : dict, optional
+        fsspec options when ``src`` is a URL.
+
+    Returns
+    -------
+    xarray.Dataset
+        ZCut FITS: ``image`` on ``(band, y, x)`` with band labels from FILTER/ORIG_FLE and
+        ``ra``/``dec`` coords (``(y, x)`` when all bands share a WCS, else
+        ``(band, y, x)``). HAPCut FITS: ``sci``, ``wht`` and ``valid`` (WHT > 0) on
+        ``(y, x)`` with ``ra``/``dec``. JPG/PNG: ``image`` on ``(y, x)`` (uint8, or
+        ``(y, x, channel)`` for colour) with ``attrs["origin"]`` stating the row order.
+
+    Raises
+    ------
+    DecodeError
+        If the file holds no image cutout (the message says what is missing).
+    """
+    from .decode_image import build_image_dataset
+
+    opened = open_source(src, storage_options=storage_options)
+    try:
+        return build_image_dataset(opened)
+    finally:
+        if not isinstance(src, fits.HDUList):
+            opened.close()
+
+
+def open_cutout(src: Source, *, chunks=None, storage_options: dict | None = None):
+    """Decode any cutout file: a target pixel file, else an image cutout.
+
+    Parameters
+    ----------
+    src : HDUList, bytes, str or os.PathLike
+        As for :func:`tpf_to_xarray`.
+    chunks : optional
+        As for :func:`tpf_to_xarray` (ignored for image cutouts).
+    storage_options : dict, optional
+        fsspec options when ``src`` is a URL.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
+    try:
+        if opened.hdul is not None:
+            from .decode_tpf import find_pixels_hdu, build_tpf_dataset
+
+            if find_pixels_hdu(opened.hdul) is not None:
+                return build_tpf_dataset(opened, chunks=chunks)
+        from .decode_image import build_image_dataset
+
+        return build_image_dataset(opened)
+    finally:
+        if not isinstance(src, fits.HDUList):
+            opened.close()
+
+
+# ---- xarray backend -----------------------------------------------------------------------
+try:
+    from xarray.backends import BackendEntrypoint as _BackendBase
+except ImportError:  # pragma: no cover - xarray always has it in the versions we support
+    _BackendBase = object
+
+
+class MastcutBackendEntrypoint(_BackendBase):
+    """xarray backend: ``xr.open_dataset("..._astrocut.fits", engine="mastcut")``.
+
+    Target pixel files decode as :func:`tpf_to_xarray`, image cutouts as
+    :func:`image_to_xarray`. ``drop_variables`` is honoured; xarray's own ``chunks=``
+    argument chunks the result afterwards.
+    """
+
+    description = "TESSCut target pixel files and ZCut/HAPCut image cutouts (mastcut_dask)"
+    url = "https://github.com/mastcut_dask"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+
+    def open_dataset(self, filename_or_obj, *, drop_variables=None):
+        ds = open_cutout(filename_or_obj)
+        if drop_variables:
+            ds = ds.drop_vars(list(drop_variables), errors="ignore")
+        return ds
+
+    def guess_can_open(self, filename_or_obj) -> bool:
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            return False
+        name = os.fspath(filename_or_obj).lower()
+        return name.endswith("_astrocut.fits") or (
+            name.endswith(".fits") and ("hst_cutout" in name or "astrocut" in name))
