@@ -303,13 +303,16 @@ def tpf_to_xarray(src: Source, *, chunks: int | str | dict | None = None,
             opened.close()
 
 
-def image_to_xarray(src: Source, *, storage_options: dict | None = None):
+def image_to_xarray(src: Source, *, origin: str | None = None, storage_options: dict | None = None):
     """Decode a ZCut or HAPCut image cutout (FITS, JPG or PNG) into an :class:`xarray.Dataset`.
 
     Parameters
     ----------
     src : HDUList, bytes, str or os.PathLike
         An open ``HDUList``, the file's bytes, a local path or an fsspec URL.
+    origin : {"upper", "lower"}, optional
+        JPG/PNG only: override the row order found from the embedded metadata (files
+        without metadata, i.e. astrocut < 1.4, are taken as ``"lower"``: row 0 = FITS row 0).
     storage_options : dict, optional
         fsspec options when ``src`` is a URL.
 
@@ -331,7 +334,7 @@ def image_to_xarray(src: Source, *, storage_options: dict | None = None):
 
     opened = open_source(src, storage_options=storage_options)
     try:
-        return build_image_dataset(opened)
+        return build_image_dataset(opened, origin=origin)
     finally:
         if not isinstance(src, fits.HDUList):
             opened.close()
