@@ -116,10 +116,11 @@ def _sector_rows(ccds) -> list[dict[str, str]]:
 
 
 def _route_tess_sector(emu: MastEmulator, p: RequestParams) -> Reply:
+    ra, dec = p.position()
+    radius = p.radius_deg(0.0)
     from . import tess
 
-    ra, dec = p.position()
-    ccds = tess.sectors_at(ra, dec, p.radius_deg(0.0), seed=emu.seed)
+    ccds = tess.sectors_at(ra, dec, radius, seed=emu.seed)
     return Reply.json({"results": _sector_rows(ccds)})
 
 
@@ -131,9 +132,9 @@ def _moving_target(p: RequestParams) -> tuple[str, str | None]:
 
 
 def _route_tess_mt_sector(emu: MastEmulator, p: RequestParams) -> Reply:
+    obj_id, obj_type = _moving_target(p)
     from . import tess
 
-    obj_id, obj_type = _moving_target(p)
     return Reply.json({"results": _sector_rows(tess.moving_sectors(obj_id, obj_type,
                                                                    seed=emu.seed))})
 
@@ -143,11 +144,12 @@ def _zip_name(service: str, ra: float, dec: float, size) -> str:
 
 
 def _route_tess_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
-    from . import tess
-
     ra, dec = p.position()
     size = p.size(arcsec_per_pixel=TESS_ARCSEC_PER_PIXEL)
-    files = tess.cutout_files(ra, dec, size.x, size.y, size.units, sectors=p.sectors(),
+    sectors = p.sectors()
+    from . import tess
+
+    files = tess.cutout_files(ra, dec, size.x, size.y, size.units, sectors=sectors,
                               max_cadences=emu.max_cadences, seed=emu.seed)
     if not files:
         return Reply.json({"msg": TESS_NO_DATA_MSG})
@@ -155,12 +157,13 @@ def _route_tess_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
 
 
 def _route_tess_mt_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
-    from . import tess
-
     obj_id, obj_type = _moving_target(p)
     size = p.size(arcsec_per_pixel=TESS_ARCSEC_PER_PIXEL)
+    sectors = p.sectors()
+    from . import tess
+
     files = tess.moving_cutout_files(obj_id, obj_type, size.x, size.y, size.units,
-                                     sectors=p.sectors(), max_cadences=emu.max_cadences,
+                                     sectors=sectors, max_cadences=emu.max_cadences,
                                      seed=emu.seed)
     if not files:
         return Reply.json({"msg": TESS_NO_DATA_MSG})
@@ -168,37 +171,40 @@ def _route_tess_mt_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
 
 
 def _route_zcut_survey(emu: MastEmulator, p: RequestParams) -> Reply:
-    from . import deepfields
-
     ra, dec = p.position()
     # The real service defaults to 0.2 d when no radius is sent (astroquery always sends one).
-    return Reply.json({"surveys": deepfields.zcut_surveys_at(ra, dec, p.radius_deg(0.2),
+    radius = p.radius_deg(0.2)
+    from . import deepfields
+
+    return Reply.json({"surveys": deepfields.zcut_surveys_at(ra, dec, radius,
                                                              seed=emu.seed)})
 
 
 def _route_zcut_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
-    from . import deepfields
-
     ra, dec = p.position()
     size = p.size()
     survey = p.get("survey") or None
+    fmt, stretch = p.image_format(), p.stretch()
+    minmax_percent, minmax_value = p.pair("minmax_percent"), p.pair("minmax_value")
+    invert = p.flag("invert")
+    from . import deepfields
+
     if survey is not None and survey not in deepfields.zcut_survey_names():
         raise BadRequest(f"Unknown survey {survey!r}. Available surveys: "
                          f"{', '.join(deepfields.zcut_survey_names())}")
     files = deepfields.zcut_cutout_files(
-        ra, dec, size.x, size.y, size.units, survey=survey, fmt=p.image_format(),
-        stretch=p.stretch(), minmax_percent=p.pair("minmax_percent"),
-        minmax_value=p.pair("minmax_value"), invert=p.flag("invert"), seed=emu.seed)
+        ra, dec, size.x, size.y, size.units, survey=survey, fmt=fmt, stretch=stretch,
+        minmax_percent=minmax_percent, minmax_value=minmax_value, invert=invert, seed=emu.seed)
     if not files:
         return Reply.json({"msg": ZCUT_NO_DATA_MSG})
     return Reply(files=files, zip_name=_zip_name("zcut", ra, dec, size))
 
 
 def _route_hapcut_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
-    from . import deepfields
-
     ra, dec = p.position()
     size = p.size()
+    from . import deepfields
+
     files = deepfields.hapcut_cutout_files(ra, dec, size.x, size.y, size.units, seed=emu.seed)
     if not files:
         return Reply.json({"msg": HAPCUT_NO_DATA_MSG, "results": []})
@@ -209,6 +215,8 @@ def _route_resolver(emu: MastEmulator, p: RequestParams) -> Reply:
     return Reply.json(santa_reply(p, seed=emu.seed))
 
 
+# Each route validates its input before importing the sky module it needs: invalid requests
+# never pay for (or depend on) the heavy sky code, and this module imports on its own.
 _Route = Callable[["MastEmulator", RequestParams], Reply]
 # path -> (route, is a cutout endpoint whose reply is an archive)
 ROUTES: dict[str, tuple[_Route, bool]] = {
