@@ -1,0 +1,719 @@
+"""TESSCut, ZCut and HAPCut clients with astroquery 0.4.11's API, and the stage functions under them.
+
+``from mastcut_dask import Tesscut, Zcut, Hapcut`` replaces ``from astroquery.mast import ...``:
+same keyword arguments, return types, table columns, warnings and error texts, but every
+request has timeouts, bounded retries and a per-process concurrency limit, downloads are
+atomic and uniquely named, and archives are checked before anything is written.
+
+Stage functions (plain, picklable arguments; what the Dask pipeline calls on workers):
+
+* `query_sectors` – TESSCut sector discovery → list of dicts;
+* `query_surveys` – ZCut survey discovery → list of str;
+* `download_cutout_archive` – one cutout request streamed to a verified zip on disk
+  (`~mastcut_dask.archive.CutoutArchive`) or the service's "no data" (`~mastcut_dask.archive.NoData`);
+* `fetch_cutout_members` – the in-memory (POST) variant → ``[(name, bytes)]`` or `NoData`;
+* `read_cutout_members`, `extract_cutout_archive`, `open_fits_members` – what to do with an archive.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import numbers
+import os
+import re
+import uuid
+import warnings
+from typing import Any, Iterable, Sequence
+
+from .archive import (
+    ArchiveLimits,
+    CutoutArchive,
+    NoData,
+    extract_zip,
+    no_data_message,
+    parse_json,
+    read_zip_members,
+    sniff_bytes,
+    verify_zip,
+)
+from .exceptions import InputWarning, InvalidQueryError, NoResultsWarning, UnexpectedResponseError
+from .http import HttpResult, perform
+from .options import ServiceOptions, resolve_base_url, resolve_resolver_url
+from .resolve import resolve_name
+from .services import ZCUT_FORMATS, ZCUT_IMG_PARAMS, check_zcut_options, cutout_endpoint, cutout_params
+from .services import endpoint_url, get_service, moving_sector_params, sector_params, survey_params
+from .targets import CutoutRequest, CutoutSize, parse_coordinates, parse_radius, parse_size
+from .throttle import LocalThrottle, Throttle
+
+__all__ = [
+    "TesscutClass",
+    "ZcutClass",
+    "HapcutClass",
+    "Tesscut",
+    "Zcut",
+    "Hapcut",
+    "CutoutArchive",
+    "NoData",
+    "query_sectors",
+    "query_surveys",
+    "download_cutout_archive",
+    "fetch_cutout_members",
+    "read_cutout_members",
+    "extract_cutout_archive",
+    "open_fits_members",
+]
+
+log = logging.getLogger(__name__)
+
+NO_SECTOR_MSG = "Coordinates are not in any TESS sector."
+NO_SURVEY_MSG = "Coordinates are not in an available deep field survey."
+_PRODUCT_DEPRECATION = ("Tesscut no longer supports operations on TESS Image Calibrator (TICA) products. "
+                        "The `product` argument is deprecated and will be removed in a future version.")
+_SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+# ---- stage functions (no Dask, plain arguments) ---------------------------------------------
+def _json_validator(expected: str):
+    def validate(result: HttpResult) -> None:
+        body = result.content or b""
+        sniff_bytes(body[:512], url=result.url)
+        kind, _ = parse_json(body, url=result.url)
+        if kind != expected:
+            raise UnexpectedResponseError(f"{result.url} sent a {kind!r} reply where {expected!r} was expected",
+                                          url=result.url)
+    return validate
+
+
+def query_sectors(options: ServiceOptions, *, ra: float | None = None, dec: float | None = None,
+                  radius: float = 0.0, obj_id: str | None = None, obj_type: str | None = None,
+                  throttle: Throttle | None = None) -> list[dict]:
+    """TESS sectors, cameras and CCDs covering a position (or a moving target's path).
+
+    Parameters
+    ----------
+    options : ServiceOptions
+    ra, dec : float, optional
+        ICRS degrees (fixed targets).
+    radius : float
+        Search radius in degrees.
+    obj_id, obj_type : str, optional
+        Moving target name and type (instead of ra/dec).
+    throttle : Throttle, optional
+
+    Returns
+    -------
+    list of dict
+        ``{"sectorName": str, "sector": int, "camera": int, "ccd": int}`` in the service's order.
+    """
+    if obj_id is not None:
+        role, params = "mt_sector", moving_sector_params(obj_id, obj_type)
+    else:
+        if ra is None or dec is None:
+            raise InvalidQueryError("query_sectors needs ra and dec, or obj_id for a moving target.")
+        role, params = "sector", sector_params(ra, dec, radius)
+    url = endpoint_url(options.base_url, "tesscut", role)
+    result = perform("POST", url, options=options, throttle=throttle, data=params,
+                     headers={"Accept": "application/json"}, validate=_json_validator("results"),
+                     max_body=64 * 1024 * 1024)
+    _, obj = parse_json(result.content or b"", url=result.url)
+    rows = []
+    for entry in obj.get("results") or []:
+        try:
+            rows.append({"sectorName": str(entry["sectorName"]), "sector": int(entry["sector"]),
+                         "camera": int(entry["camera"]), "ccd": int(entry["ccd"])})
+        except (KeyError, TypeError, ValueError):
+            raise UnexpectedResponseError(f"Malformed sector entry {entry!r} from {result.url}",
+                                          url=result.url, status=result.status) from None
+    return rows
+
+
+def query_surveys(options: ServiceOptions, *, ra: float, dec: float, radius: float = 0.0,
+                  throttle: Throttle | None = None) -> list[str]:
+    """ZCut deep-field surveys covering a position.
+
+    Returns
+    -------
+    list of str
+        Survey names, in the service's order.
+    """
+    url = endpoint_url(options.base_url, "zcut", "survey")
+    result = perform("POST", url, options=options, throttle=throttle, data=survey_params(ra, dec, radius),
+                     headers={"Accept": "application/json"}, validate=_json_validator("surveys"),
+                     max_body=64 * 1024 * 1024)
+    _, obj = parse_json(result.content or b"", url=result.url)
+    surveys = obj["surveys"]
+    if not all(isinstance(s, str) for s in surveys):
+        raise UnexpectedResponseError(f"Non-string survey names from {result.url}", url=result.url)
+    return list(surveys)
+
+
+def _archive_validator(limits: ArchiveLimits):
+    def validate(result: HttpResult) -> None:
+        kind = sniff_bytes(result.head(), url=result.url)
+        source = result.path if result.path is not None else io.BytesIO(result.content or b"")
+        if kind == "zip":
+            verify_zip(source, limits, url=result.url)
+        else:
+            no_data_message(result.path if result.path is not None else (result.content or b""), url=result.url)
+    return validate
+
+
+def download_cutout_archive(options: ServiceOptions, request: CutoutRequest, dest_dir: str, *,
+                            throttle: Throttle | None = None,
+                            final_name: str | None = None) -> CutoutArchive | NoData:
+    """GET one cutout and keep the verified zip in ``dest_dir``.
+
+    The body streams to a temporary file and is renamed into place only after it has been
+    recognised (zip or "no data" JSON) and, for a zip, fully verified (`~mastcut_dask.archive.verify_zip`);
+    corrupt, truncated or HTML bodies are retried by the HTTP layer.
+
+    Parameters
+    ----------
+    options : ServiceOptions
+    request : CutoutRequest
+    dest_dir : str
+        Folder for the zip (created if missing).
+    throttle : Throttle, optional
+    final_name : str, optional
+        Name of the zip in ``dest_dir``; default ``<service>_<random>.zip`` (never from the clock).
+
+    Returns
+    -------
+    CutoutArchive or NoData
+
+    Raises
+    ------
+    UnsafeArchiveError
+        Traversal, links or bomb: the archive is deleted, nothing is extracted.
+    ServiceUnavailableError, UnexpectedResponseError
+        After the last try.
+    """
+    spec = get_service(request.service)
+    url = endpoint_url(options.base_url, spec.name, cutout_endpoint(request))
+    params = cutout_params(request, download=True)
+    limits = ArchiveLimits.from_options(options)
+    name = final_name or f"{spec.zip_prefix}{uuid.uuid4().hex}.zip"
+    os.makedirs(dest_dir, exist_ok=True)
+    log.info("Downloading %s %s", spec.name, request.describe())
+    result = perform("GET", url, options=options, throttle=throttle, params=params, dest_dir=dest_dir,
+                     final_name=name, tmp_prefix=spec.zip_prefix, validate=_archive_validator(limits))
+    if sniff_bytes(result.head(), url=result.url) == "json":
+        try:
+            return no_data_message(result.path, url=result.url)
+        finally:
+            os.unlink(result.path)
+    members = _names(result.path)  # verified by the validator before the rename
+    return CutoutArchive(path=result.path, members=members, url=result.url, n_bytes=result.n_bytes)
+
+
+def _names(path: str) -> tuple[str, ...]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return tuple(i.filename for i in zf.infolist() if not i.is_dir())
+
+
+def fetch_cutout_members(options: ServiceOptions, request: CutoutRequest, *,
+                         throttle: Throttle | None = None) -> list[tuple[str, bytes]] | NoData:
+    """POST one cutout request (as astroquery's ``get_cutouts``) and return its members in memory.
+
+    Returns
+    -------
+    list of (str, bytes) or NoData
+        Member names and contents in archive order, or the "no data" reply.
+    """
+    spec = get_service(request.service)
+    url = endpoint_url(options.base_url, spec.name, cutout_endpoint(request))
+    params = cutout_params(request, download=False)
+    limits = ArchiveLimits.from_options(options)
+    body: dict[str, Any] = {"json_body": params} if isinstance(params, dict) else {"data": params}
+    result = perform("POST", url, options=options, throttle=throttle, headers={"Accept": "application/json"},
+                     validate=_archive_validator(limits), **body)
+    content = result.content or b""
+    if sniff_bytes(content[:512], url=result.url) == "json":
+        return no_data_message(content, url=result.url)
+    return read_zip_members(io.BytesIO(content), limits, url=result.url)
+
+
+def read_cutout_members(archive: CutoutArchive, options: ServiceOptions | None = None) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of every member of a downloaded archive (verified again, bounded)."""
+    limits = ArchiveLimits.from_options(options or ServiceOptions())
+    return read_zip_members(archive.path, limits, url=archive.url)
+
+
+def extract_cutout_archive(archive: CutoutArchive, dest_dir: str, options: ServiceOptions | None = None, *,
+                           remove_zip: bool = True) -> list[str]:
+    """Extract a downloaded archive's members into ``dest_dir`` (temp name then rename).
+
+    Returns
+    -------
+    list of str
+        ``os.path.join(dest_dir, member)`` for each member, as written.
+    """
+    limits = ArchiveLimits.from_options(options or ServiceOptions())
+    paths = extract_zip(archive.path, dest_dir, archive.members, limits, url=archive.url)
+    if remove_zip:
+        os.unlink(archive.path)
+    return paths
+
+
+def open_fits_members(members: Iterable[tuple[str, bytes]]) -> list:
+    """Open ``(name, bytes)`` pairs as `~astropy.io.fits.HDUList` objects, ``.filename`` set to the name
+    (as astroquery does)."""
+    from astropy.io import fits
+
+    out = []
+    for name, data in members:
+        hdul = fits.open(io.BytesIO(data))
+        hdul.filename = name  # astroquery keeps the member name here
+        out.append(hdul)
+    return out
+
+
+# ---- the astroquery-style classes ------------------------------------------------------------
+class _CutoutClient:
+    """Shared plumbing: options, throttle, input checks."""
+
+    _service = ""
+
+    def __init__(self, *, base_url: str | None = None, resolver_url: str | None = None,
+                 timeout: float | tuple[float, float] | None = None, max_retries: int | None = None,
+                 max_concurrency: int = 10, max_rate: float = 0.0, throttle: Throttle | None = None,
+                 options: ServiceOptions | None = None, **option_overrides: Any):
+        self._base_url = base_url
+        self._resolver_url = resolver_url
+        overrides = dict(option_overrides)
+        if timeout is not None:
+            if isinstance(timeout, (tuple, list)):
+                connect, read = timeout
+            else:
+                connect, read = min(float(timeout), 10.0), float(timeout)
+            if not (connect > 0 and read > 0):
+                raise InvalidQueryError(f"timeout must be positive, got {timeout!r}")
+            overrides.update(connect_timeout=float(connect), read_timeout=float(read))
+        if max_retries is not None:
+            if int(max_retries) < 0:
+                raise InvalidQueryError(f"max_retries must be >= 0, got {max_retries!r}")
+            overrides["max_retries"] = int(max_retries)
+        unknown = set(overrides) - set(ServiceOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        self._base_options = options
+        self._overrides = overrides
+        self.throttle: Throttle = throttle or LocalThrottle(max_concurrency, max_rate)
+        self.options  # validate now: a bad option fails at construction  # noqa: B018
+
+    @property
+    def options(self) -> ServiceOptions:
+        """The `ServiceOptions` in force (environment defaults are read on each call)."""
+        from dataclasses import replace
+
+        base = self._base_options or ServiceOptions()
+        return replace(base, base_url=resolve_base_url(self._base_url or (self._base_options.base_url
+                                                                         if self._base_options else None)),
+                       resolver_url=resolve_resolver_url(self._resolver_url or (
+                           self._base_options.resolver_url if self._base_options else None)),
+                       **self._overrides)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.options.base_url!r})"
+
+    # -- input checks (all before any request) ----------------------------------------------
+    def _size(self, size: Any, units: str | None = None) -> CutoutSize:
+        return parse_size(size, units=units, pixel_arcsec=get_service(self._service).pixel_arcsec)
+
+    def _position(self, coordinates: Any) -> tuple[float, float]:
+        if coordinates is None:
+            raise InvalidQueryError("coordinates are required: give a SkyCoord, an 'ra dec' string or (ra, dec).")
+        return parse_coordinates(coordinates)
+
+    def _cutouts_in_memory(self, request: CutoutRequest, *, hapcut: bool = False) -> list:
+        got = fetch_cutout_members(self.options, request, throttle=self.throttle)
+        if isinstance(got, NoData):
+            if hapcut and not got.results_empty:
+                raise UnexpectedResponseError(f"HAPCut answered with an error: {got.message}", url=got.url)
+            warnings.warn(got.message, NoResultsWarning, stacklevel=3)
+            return []
+        return open_fits_members(got)
+
+    def _download(self, requests_: Sequence[CutoutRequest], path: str, inflate: bool):
+        from astropy.table import Table
+
+        os.makedirs(path, exist_ok=True)
+        options = self.options
+        paths: list[str] = []
+        for request in requests_:
+            got = download_cutout_archive(options, request, path, throttle=self.throttle)
+            if isinstance(got, NoData):
+                warnings.warn(got.message, NoResultsWarning, stacklevel=3)
+                continue
+            if not inflate:
+                paths.append(got.path)
+                continue
+            paths += extract_cutout_archive(got, path, options)
+        table = Table(names=["Local Path"], dtype=[str])
+        if paths:
+            table["Local Path"] = paths
+        return table
+
+
+def _check_sector(sector: Any) -> Any:
+    """None/0 (all), a positive int, or a list of them (repeated keys)."""
+    def one(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InvalidQueryError(f"sector must be a positive integer such as sector=8 (or None for all), "
+                                    f"got {value!r}.")
+        if int(value) < 0:
+            raise InvalidQueryError(f"sector must be a positive integer, got {value!r}.")
+        return int(value)
+
+    if sector is None:
+        return None
+    if isinstance(sector, (list, tuple)):
+        if not sector:
+            raise InvalidQueryError("sector is an empty list: give sector numbers or None for all sectors.")
+        return [one(s) for s in sector]
+    return one(sector)
+
+
+def _objectname(objectname: str | None, object_name: str | None) -> str | None:
+    if objectname is not None and object_name is not None and objectname != object_name:
+        raise InvalidQueryError("Give either objectname= or object_name= (the newer spelling), not both.")
+    name = object_name if object_name is not None else objectname
+    if name is not None:
+        if not isinstance(name, str):
+            raise InvalidQueryError(f"objectname must be a string, got {name!r}; pass positions as coordinates=.")
+        if not name.strip():
+            raise InvalidQueryError("objectname is empty: give a name such as 'M104' or 'TIC 307210830'.")
+    return name
+
+
+class TesscutClass(_CutoutClient):
+    """TESS full-frame image cutouts (MAST TESSCut), with astroquery 0.4.11's API.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        Root of the services (default ``$MASTCUT_MAST_URL`` or ``https://mast.stsci.edu``).
+    resolver_url : str, optional
+        SANTA resolver URL (default ``$MASTCUT_RESOLVER_URL`` or MAST's).
+    timeout : float or (float, float), optional
+        Read timeout in seconds (connect timeout ``min(timeout, 10)``), or ``(connect, read)``.
+    max_retries : int, optional
+        Retries after the first try (default 5).
+    max_concurrency : int
+        Requests in flight at once from this instance, across all threads (default 10).
+    max_rate : float
+        Request starts per second from this instance (0 = no limit).
+    throttle : Throttle, optional
+        Use this throttle instead of a new `~mastcut_dask.throttle.LocalThrottle`.
+    options : ServiceOptions, optional
+        Base options; other keyword arguments (``backoff_base=``, ``backoff_cap=``,
+        ``connect_timeout=``, ``read_timeout=``, archive bounds) override its fields.
+    """
+
+    _service = "tesscut"
+
+    def _check_product(self, product: str | None) -> None:
+        if product is None:
+            return
+        from astropy.utils.exceptions import AstropyDeprecationWarning
+
+        warnings.warn(_PRODUCT_DEPRECATION, AstropyDeprecationWarning, stacklevel=3)
+        if str(product).upper() != "SPOC":
+            raise InvalidQueryError("Input product must be SPOC.")
+
+    def _target(self, coordinates, objectname, moving_target, resolver) -> tuple[float, float] | None:
+        """Validate the target; resolve a fixed one. None for a moving target."""
+        if moving_target:
+            if coordinates is not None:
+                raise InvalidQueryError("Only one of moving_target and coordinates may be specified. "
+                                        "Please remove coordinates if using moving_target and objectname.")
+            if not objectname:
+                raise InvalidQueryError("Please specify the object name or ID (as understood by the "
+                                        "`JPL ephemerides service <https://ssd.jpl.nasa.gov/horizons/app.html>`__) "
+                                        "of a moving target such as an asteroid or comet.")
+            return None
+        if coordinates is not None and objectname:
+            raise InvalidQueryError("Only one of objectname and coordinates may be specified. "
+                                    "Please remove objectname if using coordinates.")
+        if coordinates is None and not objectname:
+            raise InvalidQueryError("One of objectname and coordinates must be specified.")
+        if objectname:
+            return resolve_name(objectname, self.options, self.throttle, resolver=resolver)
+        if resolver:
+            warnings.warn("Resolver is only used when resolving object names and will be ignored.", InputWarning,
+                          stacklevel=3)
+        return self._position(coordinates)
+
+    def _requests(self, position, objectname, mt_type, size, sector, moving_target) -> list[CutoutRequest]:
+        if not moving_target:
+            return [CutoutRequest("tesscut", size=size, ra=position[0], dec=position[1], sector=sector)]
+        if sector:
+            return [CutoutRequest("tesscut", size=size, obj_id=objectname, obj_type=mt_type, sector=sector)]
+        # One request per sector, as astroquery main does, to spare the service's memory.
+        rows = query_sectors(self.options, obj_id=objectname, obj_type=mt_type, throttle=self.throttle)
+        sectors = list(dict.fromkeys(r["sector"] for r in rows))
+        if not sectors:
+            warnings.warn(NO_SECTOR_MSG, NoResultsWarning, stacklevel=4)
+        return [CutoutRequest("tesscut", size=size, obj_id=objectname, obj_type=mt_type, sector=s)
+                for s in sectors]
+
+    def get_sectors(self, *, coordinates: Any = None, radius: Any = 0.0, product: str | None = None,
+                    objectname: str | None = None, moving_target: bool = False, mt_type: str | None = None,
+                    resolver: str | None = None, object_name: str | None = None):
+        """TESS sectors whose footprints meet the search area.
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, str or (ra, dec), optional
+            The position (not with ``objectname`` or ``moving_target``).
+        radius : float, str or Quantity
+            Search radius; plain numbers are degrees (default 0).
+        product : str, optional
+            Deprecated; only "SPOC".
+        objectname, object_name : str, optional
+            Object name or TIC ID; with ``moving_target`` the Horizons name or ID.
+        moving_target : bool
+            Search along a moving target's path.
+        mt_type : str, optional
+            ``majorbody`` or ``smallbody`` (moving targets).
+        resolver : {"SIMBAD", "NED"}, optional
+            Resolver for ``objectname``.
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns ``sectorName`` (str), ``sector``, ``camera``, ``ccd`` (int); empty with a
+            `NoResultsWarning` when nothing covers the target.
+        """
+        from astropy.table import Table
+
+        self._check_product(product)
+        objectname = _objectname(objectname, object_name)
+        radius_deg = parse_radius(radius)
+        position = self._target(coordinates, objectname, moving_target, resolver)
+        if moving_target:
+            rows = query_sectors(self.options, obj_id=objectname, obj_type=mt_type, throttle=self.throttle)
+        else:
+            rows = query_sectors(self.options, ra=position[0], dec=position[1], radius=radius_deg,
+                                 throttle=self.throttle)
+        if not rows:
+            warnings.warn(NO_SECTOR_MSG, NoResultsWarning, stacklevel=2)
+        return Table(rows=[(r["sectorName"], r["sector"], r["camera"], r["ccd"]) for r in rows],
+                     names=["sectorName", "sector", "camera", "ccd"])
+
+    def get_cutouts(self, *, coordinates: Any = None, size: Any = 5, product: str | None = None,
+                    sector: Any = None, objectname: str | None = None, moving_target: bool = False,
+                    mt_type: str | None = None, resolver: str | None = None, object_name: str | None = None,
+                    units: str | None = None) -> list:
+        """Cutout target pixel files as in-memory `~astropy.io.fits.HDUList` objects.
+
+        Parameters
+        ----------
+        coordinates, objectname, object_name, moving_target, mt_type, resolver, product
+            As in `get_sectors`.
+        size : int, array-like or Quantity
+            Scalar (square) or ``(ny, nx)``; pixels or angles (default 5 pixels).
+        sector : int, optional
+            One sector (default: all; moving targets then get one request per sector).
+        units : str, optional
+            Unit of plain-number sizes (``"px"`` default, or an angular unit).
+
+        Returns
+        -------
+        list of HDUList
+            One per sector/camera/CCD; ``.filename`` is the archive member name. Empty with
+            a `NoResultsWarning` carrying the service's message when there is no data.
+        """
+        self._check_product(product)
+        objectname = _objectname(objectname, object_name)
+        parsed = self._size(size, units)
+        sector = _check_sector(sector)
+        position = self._target(coordinates, objectname, moving_target, resolver)
+        out: list = []
+        for request in self._requests(position, objectname, mt_type, parsed, sector, moving_target):
+            out += self._cutouts_in_memory(request)
+        return out
+
+    def download_cutouts(self, *, coordinates: Any = None, size: Any = 5, sector: Any = None,
+                         product: str | None = None, path: str = ".", inflate: bool = True,
+                         objectname: str | None = None, moving_target: bool = False, mt_type: str | None = None,
+                         resolver: str | None = None, verbose: bool = False, object_name: str | None = None,
+                         units: str | None = None):
+        """Download cutout target pixel files into ``path`` (created if missing).
+
+        Parameters
+        ----------
+        path : str
+            Destination folder (default the current one).
+        inflate : bool
+            Extract the zip (default) or keep it under a unique name.
+        verbose : bool
+            Log "Inflating..." at INFO level.
+        others
+            As in `get_cutouts`.
+
+        Returns
+        -------
+        astropy.table.Table
+            One str column ``Local Path``: the files written (or the zip when ``inflate=False``).
+        """
+        self._check_product(product)
+        objectname = _objectname(objectname, object_name)
+        parsed = self._size(size, units)
+        sector = _check_sector(sector)
+        position = self._target(coordinates, objectname, moving_target, resolver)
+        if verbose:
+            log.info("Inflating...")
+        return self._download(self._requests(position, objectname, mt_type, parsed, sector, moving_target),
+                              path, inflate)
+
+
+class ZcutClass(_CutoutClient):
+    """Deep-field survey cutouts (MAST ZCut), with astroquery 0.4.11's API.
+
+    Takes the same constructor arguments as `TesscutClass`.
+    """
+
+    _service = "zcut"
+
+    def _survey(self, survey: Any) -> str | None:
+        if survey is None:
+            return None
+        if not isinstance(survey, str) or not _SURVEY_RE.match(survey):
+            raise InvalidQueryError(f"Unknown survey {survey!r}: give a survey name from Zcut.get_surveys(), "
+                                    "e.g. 'candels_gn_30mas', or None for all.")
+        return survey
+
+    def get_surveys(self, coordinates: Any = None, *, radius: Any = "0d") -> list[str]:
+        """Deep-field surveys available at a position.
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, str or (ra, dec)
+        radius : float, str or Quantity
+            Search radius; plain numbers are degrees (default 0).
+
+        Returns
+        -------
+        list of str
+            Empty with a `NoResultsWarning` when no survey covers the position.
+        """
+        ra, dec = self._position(coordinates)
+        radius_deg = parse_radius(radius)
+        surveys = query_surveys(self.options, ra=ra, dec=dec, radius=radius_deg, throttle=self.throttle)
+        if not surveys:
+            warnings.warn(NO_SURVEY_MSG, NoResultsWarning, stacklevel=2)
+        return surveys
+
+    def get_cutouts(self, coordinates: Any = None, *, size: Any = 5, survey: str | None = None,
+                    units: str | None = None) -> list:
+        """FITS cutouts as in-memory `~astropy.io.fits.HDUList` objects (one per survey).
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, str or (ra, dec)
+        size : int, array-like or Quantity
+            Scalar or ``(ny, nx)``; pixels or angles (default 5 pixels).
+        survey : str, optional
+            Restrict to one survey (default: all covering the position).
+        units : str, optional
+            Unit of plain-number sizes (``"px"`` default).
+
+        Returns
+        -------
+        list of HDUList
+        """
+        parsed = self._size(size, units)
+        survey = self._survey(survey)
+        ra, dec = self._position(coordinates)
+        return self._cutouts_in_memory(CutoutRequest("zcut", size=parsed, ra=ra, dec=dec, survey=survey))
+
+    def download_cutouts(self, coordinates: Any = None, *, size: Any = 5, survey: str | None = None,
+                         cutout_format: str = "fits", path: str = ".", inflate: bool = True, verbose: bool = False,
+                         units: str | None = None, **img_params: Any):
+        """Download FITS, JPEG or PNG cutouts into ``path``.
+
+        Parameters
+        ----------
+        coordinates, size, survey, units
+            As in `get_cutouts`.
+        cutout_format : {"fits", "jpg", "png"}
+            Sent as ``cutout_format=`` (the current service parameter).
+        path : str
+            Destination folder (created if missing).
+        inflate : bool
+            Extract the zip (default) or keep it under a unique name.
+        **img_params
+            ``stretch``, ``minmax_percent``, ``minmax_value``, ``invert`` (image formats).
+
+        Returns
+        -------
+        astropy.table.Table
+            One str column ``Local Path``.
+        """
+        parsed = self._size(size, units)
+        survey = self._survey(survey)
+        if cutout_format not in ZCUT_FORMATS:
+            raise InvalidQueryError(f"cutout_format {cutout_format!r} is not one of {', '.join(ZCUT_FORMATS)}.")
+        unknown = [k for k in img_params if k not in ZCUT_IMG_PARAMS]
+        if unknown:
+            raise InvalidQueryError(f"Unknown ZCut option(s) {', '.join(unknown)}: use {', '.join(ZCUT_IMG_PARAMS)}.")
+        check_zcut_options(cutout_format, tuple(img_params.items()))
+        ra, dec = self._position(coordinates)
+        request = CutoutRequest("zcut", size=parsed, ra=ra, dec=dec, survey=survey, cutout_format=cutout_format,
+                                img_params=tuple(img_params.items()))
+        if verbose:
+            log.info("Inflating...")
+        return self._download([request], path, inflate)
+
+
+class HapcutClass(_CutoutClient):
+    """Hubble Advanced Products cutouts (MAST HAPCut), with astroquery 0.4.11's API.
+
+    Takes the same constructor arguments as `TesscutClass`.
+    """
+
+    _service = "hapcut"
+
+    def get_cutouts(self, coordinates: Any = None, *, size: Any = 5, units: str | None = None) -> list:
+        """HAP cutouts (PRIMARY, SCI, WHT) as in-memory `~astropy.io.fits.HDUList` objects.
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, str or (ra, dec)
+        size : int, array-like or Quantity
+            Scalar or ``(ny, nx)``; pixels or angles (default 5 pixels).
+        units : str, optional
+            Unit of plain-number sizes (``"px"`` default).
+
+        Returns
+        -------
+        list of HDUList
+        """
+        parsed = self._size(size, units)
+        ra, dec = self._position(coordinates)
+        return self._cutouts_in_memory(CutoutRequest("hapcut", size=parsed, ra=ra, dec=dec), hapcut=True)
+
+    def download_cutouts(self, coordinates: Any = None, *, size: Any = 5, path: str = ".", inflate: bool = True,
+                         verbose: bool = False, units: str | None = None):
+        """Download HAP cutouts into ``path``.
+
+        Returns
+        -------
+        astropy.table.Table
+            One str column ``Local Path``.
+        """
+        parsed = self._size(size, units)
+        ra, dec = self._position(coordinates)
+        if verbose:
+            log.info("Inflating...")
+        return self._download([CutoutRequest("hapcut", size=parsed, ra=ra, dec=dec)], path, inflate)
+
+
+#: Ready instances; created without touching the network (URLs are read from the environment on each call).
+Tesscut = TesscutClass()
+Zcut = ZcutClass()
+Hapcut = HapcutClass()

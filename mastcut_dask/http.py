@@ -1,0 +1,402 @@
+"""The one place that speaks HTTP: sessions, timeouts, bounded retries, streamed downloads.
+
+`perform` sends one logical request and tries it up to ``1 + options.max_retries`` times:
+
+* every try has a connect and a read timeout and runs under ``throttle.lease()``, which is
+  held while bytes move and released before any backoff sleep;
+* 429/502/503/504 answers, connection errors, resets, timeouts and truncated bodies are
+  retried after ``uniform(0, min(cap, base * 2**n))`` seconds (full jitter); a ``Retry-After``
+  header wins when it asks for longer (bounded by the cap);
+* a ``validate`` callback may reject a complete body with `UnexpectedResponseError` (an HTML
+  page, a corrupt zip), which is retried too;
+* 400 and 422 answers are the caller's fault: `InvalidQueryError` with the server's words, at once;
+* after the last try, `ServiceUnavailableError` or `UnexpectedResponseError` names the URL,
+  the status, the number of tries and the reason.
+
+With ``dest_dir`` the body is streamed to a temporary file in that folder and renamed into place
+(names are random, never from the clock), so parallel downloads into one folder cannot collide
+and an interrupted download leaves only a ``.part`` file that is removed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import requests
+
+from .exceptions import (
+    InvalidQueryError,
+    MastcutError,
+    ServiceError,
+    ServiceUnavailableError,
+    UnexpectedResponseError,
+)
+from .options import ServiceOptions
+from .throttle import NullThrottle, Throttle
+
+__all__ = ["HttpResult", "perform", "backoff_delay", "get_session", "RETRY_STATUSES"]
+
+log = logging.getLogger(__name__)
+
+#: Statuses that mean "busy or briefly down; try again later".
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_CHUNK = 1 << 16
+_MAX_MEMORY_BODY = 2 * 1024**3
+
+Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
+
+
+@dataclass
+class HttpResult:
+    """The outcome of a successful `perform`.
+
+    Attributes
+    ----------
+    url : str
+        The full URL of the request (with its query string).
+    status : int
+    headers : dict
+        Response headers (lower-cased names).
+    content : bytes or None
+        The body, when it was kept in memory.
+    path : str or None
+        Where the body was written, when ``dest_dir`` was given.
+    attempts : int
+        Tries it took.
+    n_bytes : int
+        Body size.
+    """
+
+    url: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    path: str | None = None
+    attempts: int = 1
+    n_bytes: int = 0
+
+    def head(self, n: int = 512) -> bytes:
+        """The first ``n`` bytes of the body, wherever it is."""
+        if self.content is not None:
+            return self.content[:n]
+        if self.path is None:
+            return b""
+        with open(self.path, "rb") as fh:
+            return fh.read(n)
+
+
+class _Fatal(Exception):
+    """A failure no retry can fix (e.g. a body above the size bound); carries the error to raise."""
+
+    def __init__(self, error: MastcutError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Retryable(Exception):
+    """One failed try that another try may fix."""
+
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None,
+                 unexpected: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.unexpected = unexpected
+
+
+# ---- sessions ------------------------------------------------------------------------------
+_local = threading.local()
+
+
+def get_session() -> requests.Session:
+    """This thread's `requests.Session` (connection pooling), created on first use.
+
+    A session is never shared between threads or processes and never pickled; a forked
+    child gets its own.
+    """
+    pid = os.getpid()
+    session = getattr(_local, "session", None)
+    if session is None or getattr(_local, "pid", None) != pid:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("mastcut_dask")
+        except PackageNotFoundError:  # source tree never installed
+            ours = "0"
+        session = requests.Session()
+        session.headers["User-Agent"] = f"mastcut_dask/{ours} {session.headers['User-Agent']}"
+        _local.session = session
+        _local.pid = pid
+    return session
+
+
+# ---- backoff ---------------------------------------------------------------------------------
+def backoff_delay(attempt: int, options: ServiceOptions, retry_after: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 0).
+
+    Full jitter, ``uniform(0, min(cap, base * 2**attempt))``; a ``Retry-After`` wins when it
+    asks for longer, but never beyond ``backoff_cap``.
+    """
+    ceiling = min(options.backoff_cap, options.backoff_base * (2 ** attempt))
+    delay = (rng or random).uniform(0.0, max(ceiling, 0.0))
+    if retry_after is not None and retry_after > delay:
+        delay = min(retry_after, options.backoff_cap)
+    return max(delay, 0.0)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return 0.0
+    return seconds
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _server_words(resp: requests.Response) -> str:
+    """A short, printable excerpt of an error body (never trusted beyond that)."""
+    try:
+        raw = resp.raw.read(2048, decode_content=True) if resp.raw is not None else b""
+    except Exception:  # the body is only decoration for the message
+        raw = b""
+    text = raw.decode("utf-8", "replace")
+    try:
+        import json
+
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            for key in ("msg", "message", "error", "detail"):
+                if isinstance(obj.get(key), str):
+                    return obj[key][:500]
+    except ValueError:
+        pass
+    return " ".join(text.split())[:300]
+
+
+# ---- one try -------------------------------------------------------------------------------
+def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: Any, headers: Mapping[str, str],
+             options: ServiceOptions, dest_dir: str | None, tmp_prefix: str,
+             max_body: int) -> HttpResult:
+    session = get_session()
+    try:
+        resp = session.request(method, url, params=params, data=data, json=json_body, headers=dict(headers),
+                               timeout=(options.connect_timeout, options.read_timeout), stream=True)
+    except requests.Timeout as err:
+        raise _Retryable(f"timed out ({_describe(err)})") from None
+    except requests.ConnectionError as err:
+        raise _Retryable(f"connection failed ({_describe(err)})") from None
+    with resp:
+        full_url = resp.url or url
+        status = resp.status_code
+        if status in RETRY_STATUSES:
+            raise _Retryable(f"HTTP {status} {resp.reason or ''}".strip(), status=status,
+                             retry_after=_parse_retry_after(resp.headers.get("Retry-After")))
+        if status in (400, 422):
+            raise InvalidQueryError(f"The service refused the request ({status}): {_server_words(resp)} "
+                                    f"[{method} {full_url}]", url=full_url)
+        if status >= 400:
+            raise ServiceError(f"{method} {full_url} failed with HTTP {status}: {_server_words(resp)}",
+                               url=full_url, status=status)
+        expected = resp.headers.get("Content-Length")
+        expected_n = int(expected) if expected and expected.isdigit() else None
+        if expected_n is not None and expected_n > max_body:
+            raise _Fatal(UnexpectedResponseError(
+                f"{full_url} announces {expected_n} bytes, more than the {max_body} allowed",
+                url=full_url, status=status))
+        result = HttpResult(url=full_url, status=status, headers={k.lower(): v for k, v in resp.headers.items()})
+        try:
+            if dest_dir is None:
+                buf = bytearray()
+                for chunk in resp.iter_content(_CHUNK):
+                    buf += chunk
+                    if len(buf) > max_body:
+                        raise _Fatal(UnexpectedResponseError(f"{full_url} sent more than {max_body} bytes",
+                                                             url=full_url, status=status))
+                result.content = bytes(buf)
+                result.n_bytes = len(buf)
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{tmp_prefix}", suffix=".part", dir=dest_dir)
+                result.path = tmp
+                n = 0
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in resp.iter_content(_CHUNK):
+                        n += len(chunk)
+                        if n > max_body:
+                            raise _Fatal(UnexpectedResponseError(f"{full_url} sent more than {max_body} bytes",
+                                                                 url=full_url, status=status))
+                        out.write(chunk)
+                result.n_bytes = n
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as err:
+            _discard(result)
+            raise _Retryable(f"body interrupted after {result.n_bytes} bytes ({_describe(err)})", status=status) \
+                from None
+        except BaseException:
+            _discard(result)
+            raise
+        if expected_n is not None and result.n_bytes != expected_n:
+            _discard(result)
+            raise _Retryable(f"truncated body: {result.n_bytes} of {expected_n} bytes", status=status)
+        return result
+
+
+def _discard(result: HttpResult) -> None:
+    if result.path:
+        try:
+            os.unlink(result.path)
+        except FileNotFoundError:
+            pass
+        result.path = None
+
+
+# ---- the public entry point ------------------------------------------------------------------
+def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttle | None = None,
+            params: Params = None, data: Params = None, json_body: Any = None,
+            headers: Mapping[str, str] | None = None, dest_dir: str | None = None,
+            final_name: str | None = None, tmp_prefix: str = "download",
+            validate: Callable[[HttpResult], None] | None = None,
+            max_body: int | None = None) -> HttpResult:
+    """Send a request with timeouts, throttling and bounded retries.
+
+    Parameters
+    ----------
+    method : str
+        ``"GET"`` or ``"POST"``.
+    url : str
+        The endpoint, without query string (parameters go in ``params``).
+    options : ServiceOptions
+        Timeouts, retries, backoff.
+    throttle : Throttle, optional
+        Lent a slot for each try (default: no limit).
+    params : mapping or sequence of pairs, optional
+        Query string; a list value becomes a repeated key.
+    data : mapping or sequence of pairs, optional
+        Form body (``application/x-www-form-urlencoded``).
+    json_body : optional
+        JSON body.
+    headers : mapping, optional
+    dest_dir : str, optional
+        Stream the body to a temporary file in this folder and rename it to ``final_name``
+        (default: a random unique name). Without it the body is kept in memory.
+    final_name : str, optional
+        File name (not a path) inside ``dest_dir``.
+    tmp_prefix : str
+        Prefix of the random names.
+    validate : callable, optional
+        Called with each complete `HttpResult`; raising `UnexpectedResponseError` makes the
+        try fail and be retried. Other exceptions propagate at once.
+    max_body : int, optional
+        Refuse bodies larger than this (default: ``options.max_archive_bytes``).
+
+    Returns
+    -------
+    HttpResult
+
+    Raises
+    ------
+    ServiceUnavailableError
+        429/502/503/504, connection errors, timeouts or truncated bodies on every try.
+    UnexpectedResponseError
+        ``validate`` rejected the body on every try (or the body was too large).
+    InvalidQueryError
+        HTTP 400 or 422.
+    ServiceError
+        Any other HTTP error status.
+    """
+    throttle = throttle or NullThrottle()
+    limit = int(max_body if max_body is not None else options.max_archive_bytes)
+    if dest_dir is None:
+        limit = min(limit, _MAX_MEMORY_BODY)
+    if dest_dir is not None:
+        os.makedirs(dest_dir, exist_ok=True)
+    if final_name is not None and (os.path.basename(final_name) != final_name or final_name in ("", ".", "..")):
+        raise InvalidQueryError(f"final_name must be a plain file name, got {final_name!r}")
+    tries = 1 + max(int(options.max_retries), 0)
+    shown_url = _display_url(method, url, params)
+    last = _Retryable("no try was made")
+    for attempt in range(tries):
+        if attempt:
+            delay = backoff_delay(attempt - 1, options, last.retry_after)
+            log.info("retrying %s %s in %.2fs (try %d of %d): %s", method, shown_url, delay, attempt + 1, tries,
+                     last.reason)
+            time.sleep(delay)  # outside the lease: a waiting client holds no slot
+        result: HttpResult | None = None
+        try:
+            with throttle.lease():
+                result = _one_try(method, url, params=params, data=data, json_body=json_body,
+                                  headers=headers or {}, options=options, dest_dir=dest_dir, tmp_prefix=tmp_prefix,
+                                  max_body=limit)
+            shown_url = result.url
+            if validate is not None:
+                validate(result)
+        except _Retryable as err:
+            last = err
+            continue
+        except _Fatal as fatal:
+            raise fatal.error from None
+        except UnexpectedResponseError as err:
+            if result is not None:
+                _discard(result)
+            if attempt + 1 >= tries:
+                raise UnexpectedResponseError(
+                    f"{method} {shown_url} gave an unexpected response on try {attempt + 1} of {tries}: {err.message}",
+                    url=shown_url, status=result.status if result else err.status, attempts=attempt + 1,
+                    target=err.target) from None
+            last = _Retryable(err.message, status=result.status if result else None, unexpected=True)
+            continue
+        except MastcutError as err:
+            if result is not None:
+                _discard(result)
+            if getattr(err, "url", None) is None:
+                err.url = shown_url
+            raise
+        except BaseException:
+            if result is not None:
+                _discard(result)
+            raise
+        result.attempts = attempt + 1
+        if dest_dir is not None and result.path is not None:
+            name = final_name or f"{tmp_prefix}_{uuid.uuid4().hex}"
+            final = os.path.join(dest_dir, name)
+            os.replace(result.path, final)
+            result.path = final
+        if attempt:
+            log.info("%s %s succeeded on try %d", method, shown_url, attempt + 1)
+        return result
+    cls = UnexpectedResponseError if last.unexpected else ServiceUnavailableError
+    raise cls(f"{method} {shown_url} failed after {tries} tries; last error: {last.reason}",
+              url=shown_url, status=last.status, attempts=tries)
+
+
+def _display_url(method: str, url: str, params: Params) -> str:
+    """The URL with its query string, for messages (built by requests, never by concatenation)."""
+    try:
+        return requests.Request(method, url, params=params).prepare().url or url
+    except Exception:  # a message must never fail
+        return url

@@ -1,0 +1,285 @@
+"""Request budgets: at most N requests in flight and at most R starts per second.
+
+`Throttle` is the one protocol every fetching function takes: ``with throttle.lease(): ...``
+around the request and the body read (while bytes move), never around backoff sleeps,
+decoding or writing. `LocalThrottle` enforces the budget inside one process for all of its
+threads; `NullThrottle` enforces nothing. A cluster-wide implementation of the same protocol
+lives further down in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import ContextManager, Iterator, Protocol, runtime_checkable
+
+__all__ = ["Throttle", "NullThrottle", "LocalThrottle"]
+
+
+@runtime_checkable
+class Throttle(Protocol):
+    """Anything that can lend a request slot.
+
+    ``lease()`` returns a context manager; the slot is held for the duration of the ``with``
+    block and given back on exit, also on errors.
+    """
+
+    def lease(self) -> ContextManager[None]:
+        """Wait for a slot, hold it inside the ``with`` block."""
+        ...
+
+
+class NullThrottle:
+    """A throttle that never waits (for tests and single requests)."""
+
+    def lease(self) -> ContextManager[None]:
+        """A context manager that does nothing."""
+        return contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        return "NullThrottle()"
+
+
+class LocalThrottle:
+    """Concurrency and start-rate limit shared by every thread of one process.
+
+    Parameters
+    ----------
+    max_concurrency : int
+        Requests in flight at once (MAST allows 10 per user).
+    max_rate : float
+        Request starts per second; 0 switches the rate limit off.
+
+    Notes
+    -----
+    Pickling gives a fresh throttle with the same limits: locks cannot cross processes, and a
+    per-process budget is what this class promises. Use the cluster-wide throttle to share
+    one budget between processes.
+    """
+
+    def __init__(self, max_concurrency: int = 10, max_rate: float = 0.0):
+        if int(max_concurrency) < 1:
+            from .exceptions import InvalidQueryError
+
+            raise InvalidQueryError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        if not max_rate >= 0:
+            from .exceptions import InvalidQueryError
+
+            raise InvalidQueryError(f"max_rate must be >= 0 (0 = off), got {max_rate!r}")
+        self.max_concurrency = int(max_concurrency)
+        self.max_rate = float(max_rate)
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+        self._lock = threading.Lock()
+        self._next_start = 0.0
+        self._in_flight = 0
+        self._max_in_flight = 0
+
+    def __reduce__(self):
+        return (type(self), (self.max_concurrency, self.max_rate))
+
+    def __repr__(self) -> str:
+        return f"LocalThrottle(max_concurrency={self.max_concurrency}, max_rate={self.max_rate})"
+
+    @property
+    def in_flight(self) -> int:
+        """Leases held right now."""
+        return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most leases ever held at once by this throttle."""
+        return self._max_in_flight
+
+    def _wait_for_rate(self) -> None:
+        if self.max_rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.max_rate
+        if start > now:
+            time.sleep(start - now)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Hold one of ``max_concurrency`` slots; starts are spaced by ``1 / max_rate`` seconds."""
+        self._slots.acquire()
+        try:
+            # Space the starts while holding the slot, so that a burst of freed slots
+            # cannot turn into a burst of request starts.
+            self._wait_for_rate()
+            with self._lock:
+                self._in_flight += 1
+                self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+        finally:
+            self._slots.release()
+
+
+# ---- cluster-wide throttle (owner: pipeline) -------------------------------------------------
+import logging as _logging
+import math as _math
+import threading as _threading
+
+from .exceptions import InvalidQueryError as _InvalidQueryError
+from .options import ThrottleOptions
+
+_CLUSTER_REGISTER_LOCK = _threading.Lock()
+# Time added to each rate lease on top of its share of the second: covers the gap between the
+# scheduler granting a start slot and the request reaching the server, so that jitter there can
+# never squeeze one start too many into a one-second window as the server counts it.
+_RATE_MARGIN_S = 0.1
+
+
+class ClusterThrottle:
+    """Cluster-wide request budget on the scheduler's own `distributed.Semaphore`.
+
+    Every worker (and the client) that builds a ``ClusterThrottle`` from the same
+    `~mastcut_dask.options.ThrottleOptions` shares two named semaphores held by the scheduler:
+
+    * concurrency: ``max_concurrency`` leases, one held per request while its bytes move, so the
+      service never sees more requests in flight, whatever the number of workers and threads;
+    * rate: ``k = max(1, floor(max_rate))`` leases, each taken when a request starts and given
+      back ``k / max_rate`` seconds later (plus a small margin), a sliding window that lets at
+      most ``max_rate`` requests start in any second. Off when ``max_rate`` is 0.
+
+    Both are plain distributed primitives: nothing custom runs on the scheduler, and a worker
+    that dies gives its leases back after the lease timeout (``options.lease_timeout`` for
+    the concurrency semaphore). Only the options are pickled, so the object can be sent to
+    workers inside a task.
+
+    ``lease()`` blocks the calling thread while it waits. Callers inside Dask tasks should run
+    the whole request seceded from the worker's thread pool (``distributed.secede`` /
+    ``rejoin``, as `mastcut_dask.graph` does) so that waiting for a lease never keeps decode
+    and store tasks from running.
+
+    Parameters
+    ----------
+    options : ThrottleOptions
+        The budget and the name of the primitives.
+
+    Raises
+    ------
+    InvalidQueryError
+        When ``max_concurrency`` is not a positive integer or ``max_rate`` is negative or not finite.
+    """
+
+    def __init__(self, options: ThrottleOptions | None = None):
+        options = options if options is not None else ThrottleOptions()
+        if isinstance(options.max_concurrency, bool) or not isinstance(options.max_concurrency, int) \
+                or options.max_concurrency < 1:
+            raise _InvalidQueryError(f"max_concurrency must be a positive integer, got {options.max_concurrency!r}.")
+        try:
+            rate = float(options.max_rate)
+        except (TypeError, ValueError):
+            raise _InvalidQueryError(f"max_rate must be a number, got {options.max_rate!r}.") from None
+        if not _math.isfinite(rate) or rate < 0:
+            raise _InvalidQueryError(f"max_rate must be a finite number >= 0 (0 = no limit), got {options.max_rate!r}.")
+        if not _math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
+            raise _InvalidQueryError(f"lease_timeout must be a positive number of seconds, got {options.lease_timeout!r}.")
+        self.options = options
+        self._lock = _threading.Lock()
+        self._concurrency = None
+        self._rate = None
+
+    # The limits are part of the names: a scheduler refuses a semaphore registered twice with
+    # different sizes, and two runs with different budgets must not share one.
+    @property
+    def concurrency_name(self) -> str:
+        """Name of the scheduler's concurrency semaphore."""
+        return f"{self.options.name}-concurrency-{self.options.max_concurrency}"
+
+    @property
+    def rate_name(self) -> str | None:
+        """Name of the scheduler's rate semaphore, None when the rate limit is off."""
+        if not self.options.max_rate:
+            return None
+        return f"{self.options.name}-rate-{float(self.options.max_rate):g}"
+
+    @property
+    def rate_window(self) -> tuple[int, float]:
+        """``(leases, seconds)``: each start holds one of ``leases`` for ``seconds``."""
+        rate = float(self.options.max_rate)
+        if not rate:
+            return 0, 0.0
+        leases = max(1, int(_math.floor(rate)))
+        return leases, leases / rate + _RATE_MARGIN_S
+
+    def __getstate__(self):
+        # Semaphore handles are bound to one process's event loop: only the options travel.
+        return {"options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["options"])
+
+    def __repr__(self) -> str:
+        return (f"ClusterThrottle(max_concurrency={self.options.max_concurrency}, "
+                f"max_rate={self.options.max_rate}, name={self.options.name!r})")
+
+    def _semaphores(self):
+        with self._lock:
+            if self._concurrency is None:
+                self._concurrency = _register_semaphore(self.concurrency_name, self.options.max_concurrency,
+                                                        self.options.lease_timeout)
+                if self.rate_name is not None:
+                    leases, hold = self.rate_window
+                    # A rate lease is only ever held for `hold` seconds; reclaim a dead
+                    # worker's quickly so one crash cannot slow the run for long.
+                    self._rate = _register_semaphore(self.rate_name, leases, hold + 30.0)
+            return self._concurrency, self._rate
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Hold one request's place in the cluster-wide budget.
+
+        Waits (blocking this thread) for a concurrency lease, then for a start slot when a
+        rate limit is set; the concurrency lease is given back on exit, the start slot after
+        its share of the second.
+        """
+        concurrency, rate = self._semaphores()
+        concurrency.acquire()
+        try:
+            if rate is not None:
+                rate.acquire()
+                # Released on a timer, not on exit: the slot measures starts, not durations.
+                timer = _threading.Timer(self.rate_window[1], _release_quietly, args=(rate,))
+                timer.daemon = True
+                timer.start()
+            yield
+        finally:
+            _release_quietly(concurrency)
+
+    def in_flight(self) -> int:
+        """Requests holding a concurrency lease right now, cluster-wide (asks the scheduler)."""
+        concurrency, _ = self._semaphores()
+        return int(concurrency.get_value())
+
+
+def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
+    """A `distributed.Semaphore` registered on the scheduler with this lease timeout."""
+    import dask
+    from distributed import Semaphore
+
+    # The lease timeout is read from dask's config when the semaphore is built and registered;
+    # dask.config.set is process-wide, so registrations are serialised.
+    with _CLUSTER_REGISTER_LOCK, dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s"}):
+        sem = Semaphore(max_leases=max_leases, name=name)
+        sem.register()
+    return sem
+
+
+def _release_quietly(sem) -> None:
+    """Give a lease back; a failure is logged (the scheduler reclaims it after its timeout)."""
+    try:
+        sem.release()
+    except Exception:  # noqa: BLE001 - a release must never mask the request's own outcome
+        _logging.getLogger(__name__).warning("could not release a lease of %s; the scheduler will reclaim it",
+                                            sem.name, exc_info=True)
+
+
+__all__.append("ClusterThrottle")
