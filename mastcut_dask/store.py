@@ -329,6 +329,7 @@ def file_digest(out: str, relpath: str, storage_options: Mapping[str, Any] | Non
     """``(n_bytes, sha256)`` of a stored file, or None when it does not exist."""
     fs, root = _fs(out, storage_options)
     path = _join(root, relpath)
+    _forget_listings(fs, path)
     if not fs.isfile(path):
         return None
     digest = hashlib.sha256()
@@ -453,6 +454,14 @@ def _replace_local_dir(fs, tmp: str, final: str, root: str) -> None:
         os.replace(tmp, final)
 
 
+def _forget_listings(fs, path: str | None = None) -> None:
+    """Drop cached directory listings: other processes (workers) write here behind our back."""
+    try:
+        fs.invalidate_cache(path)
+    except (AttributeError, NotImplementedError, OSError):  # filesystems without a listings cache
+        pass
+
+
 def _marker_path(root: str, group: str) -> str:
     return posixpath.join(root, COMMIT_DIR, group + ".json")
 
@@ -460,10 +469,13 @@ def _marker_path(root: str, group: str) -> str:
 def is_complete_group(out: str, group: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when the zarr group ``<target_id>/<product>`` was written completely (its marker exists)."""
     fs, root = _fs(out, storage_options)
+    _forget_listings(fs, posixpath.join(root, COMMIT_DIR))
+    _forget_listings(fs, posixpath.join(root, ZARR_NAME))
     return fs.isfile(_marker_path(root, group)) and fs.isfile(posixpath.join(root, ZARR_NAME, group, "zarr.json"))
 
 
 def _complete_groups(fs, root: str) -> list[tuple[str, str]]:
+    _forget_listings(fs, posixpath.join(root, COMMIT_DIR))
     found = []
     for path in fs.glob(posixpath.join(root, COMMIT_DIR, "*", "*.json")):
         parts = path.rstrip("/").split("/")
@@ -605,6 +617,7 @@ class Manifest:
 
     # -- reading
     def _load(self) -> None:
+        _forget_listings(self._fs, self._path)
         if not self._fs.exists(self._path):
             return
         with self._fs.open(self._path, "rb") as fh:
