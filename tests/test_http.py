@@ -1,0 +1,197 @@
+"""The HTTP layer against the emulator's faults: retries, timeouts, clear errors, atomic downloads."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mastcut_dask.clients import query_sectors
+from mastcut_dask.emulator import MastEmulator
+from mastcut_dask.exceptions import (
+    InvalidQueryError,
+    ServiceUnavailableError,
+    UnexpectedResponseError,
+)
+from mastcut_dask.http import backoff_delay, perform
+from mastcut_dask.options import ServiceOptions
+from mastcut_dask.services import endpoint_url
+from mastcut_dask.throttle import LocalThrottle, NullThrottle
+
+POS = dict(ra=135.1408, dec=-5.1915)
+
+
+def fast(emu, **kw) -> ServiceOptions:
+    base = dict(base_url=emu.url, resolver_url=emu.resolver_url, backoff_base=0.01, backoff_cap=0.05,
+                connect_timeout=2.0, read_timeout=5.0, max_retries=6)
+    base.update(kw)
+    return ServiceOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def clean_rows(emulator):
+    return query_sectors(fast(emulator), **POS)
+
+
+def test_clean_request(emulator, clean_rows):
+    assert [r["sectorName"] for r in clean_rows][:1] == ["tess-s0008-1-1"]
+    assert all(isinstance(r["sector"], int) for r in clean_rows)
+
+
+@pytest.mark.parametrize("fault", ["503", "504", "truncate", "reset", "html200"])
+def test_transient_faults_are_retried_and_result_intact(fault, clean_rows):
+    with MastEmulator(faults={fault: 0.5}, seed=3) as emu:
+        opts = fast(emu, max_retries=10)
+        for _ in range(6):
+            assert query_sectors(opts, **POS) == clean_rows
+        stats = emu.stats()
+    assert stats["fault_counts"].get(fault, 0) > 0          # the fault really happened...
+    assert stats["requests"] > 6                            # ...and was retried
+
+
+def test_persistent_503_names_url_status_and_attempts():
+    with MastEmulator(faults={"503": 1.0}) as emu:
+        opts = fast(emu, max_retries=3)
+        with pytest.raises(ServiceUnavailableError) as info:
+            query_sectors(opts, **POS)
+        assert emu.stats()["requests"] == 4
+    err = info.value
+    assert err.attempts == 4 and err.status == 503
+    assert "/tesscut/api/v0.1/sector" in err.url and emu.url in err.url
+    assert "4 tries" in str(err) and "503" in str(err) and err.url in str(err)
+
+
+def test_stall_times_out_then_retries():
+    with MastEmulator(faults={"stall": 0.5}, stall_seconds=20, seed=1) as emu:
+        opts = fast(emu, read_timeout=0.3, max_retries=8)
+        rows = [query_sectors(opts, **POS) for _ in range(3)]
+        # A stalled request is only logged when it ends; the retry shows in the request count.
+        stats = emu.stats()
+        assert stats["requests"] > 3 and stats["in_flight"] >= 1
+    assert all(r == rows[0] for r in rows) and rows[0]
+
+
+def test_stall_every_time_is_a_timeout_error():
+    with MastEmulator(faults={"stall": 1.0}, stall_seconds=20) as emu:
+        with pytest.raises(ServiceUnavailableError, match="timed out") as info:
+            query_sectors(fast(emu, read_timeout=0.2, max_retries=1), **POS)
+    assert info.value.attempts == 2 and info.value.status is None
+
+
+def test_html_with_200_is_unexpected_response():
+    with MastEmulator(faults={"html200": 1.0}) as emu:
+        with pytest.raises(UnexpectedResponseError, match="neither a zip archive nor JSON") as info:
+            query_sectors(fast(emu, max_retries=2), **POS)
+        assert emu.stats()["requests"] == 3
+    assert info.value.attempts == 3 and info.value.status == 200
+
+
+def test_bad_request_is_not_retried(emulator):
+    before = emulator.stats()["requests"]
+    with pytest.raises(InvalidQueryError, match="declination|Dec"):
+        query_sectors(fast(emulator), ra=10.0, dec=95.0)   # bypasses the client's own checks on purpose
+    assert emulator.stats()["requests"] == before + 1
+
+
+def test_connection_refused_is_retried_then_reported():
+    with MastEmulator() as emu:
+        url = emu.url
+    opts = ServiceOptions(base_url=url, backoff_base=0.01, backoff_cap=0.02, max_retries=2, connect_timeout=1)
+    with pytest.raises(ServiceUnavailableError, match="connection failed") as info:
+        query_sectors(opts, **POS)
+    assert info.value.attempts == 3
+
+
+def test_local_throttle_keeps_30_threads_to_10_in_flight():
+    throttle = LocalThrottle(max_concurrency=10)
+    with MastEmulator(latency=0.05, max_concurrency=10) as emu:
+        opts = fast(emu)
+        with ThreadPoolExecutor(30) as pool:
+            results = list(pool.map(lambda _: query_sectors(opts, throttle=throttle, **POS), range(60)))
+        stats = emu.stats()
+    assert len(results) == 60 and all(r == results[0] for r in results)
+    assert stats["max_in_flight"] <= 10
+    assert 503 not in stats["status_counts"]
+    assert throttle.max_in_flight == stats["max_in_flight"] or throttle.max_in_flight <= 10
+
+
+def test_unthrottled_threads_do_meet_503s():
+    """The control experiment: without the throttle the emulator's limit is hit."""
+    with MastEmulator(latency=0.05, max_concurrency=10) as emu:
+        opts = fast(emu, max_retries=0)
+        with ThreadPoolExecutor(30) as pool:
+            futures = [pool.submit(query_sectors, opts, throttle=NullThrottle(), **POS) for _ in range(30)]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    assert errors and all(isinstance(e, ServiceUnavailableError) for e in errors)
+
+
+def test_streamed_downloads_are_unique_and_atomic(tmp_path, emulator):
+    opts = fast(emulator)
+    url = endpoint_url(emulator.url, "tesscut", "sector")
+    params = [("ra", "135.1408"), ("dec", "-5.1915"), ("radius", "0")]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: perform("POST", url, options=opts, data=params, dest_dir=str(tmp_path),
+                                                  tmp_prefix="sect"), range(16)))
+    paths = {r.path for r in results}
+    assert len(paths) == 16
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
+    assert len({open(p, "rb").read() for p in paths}) == 1
+
+
+def test_interrupted_download_leaves_nothing(tmp_path):
+    with MastEmulator(faults={"reset": 1.0}) as emu:
+        url = endpoint_url(emu.url, "tesscut", "sector")
+        with pytest.raises(ServiceUnavailableError):
+            perform("POST", url, options=fast(emu, max_retries=1), data=[("ra", "1"), ("dec", "2")],
+                    dest_dir=str(tmp_path), final_name="result.json")
+    assert os.listdir(tmp_path) == []
+
+
+class _RetryAfterHandler(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).hits.append(self.path)
+        if len(type(self).hits) == 1:
+            self.send_response(429)
+            self.send_header("Retry-After", "0.2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b'{"results": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_retry_after_is_honoured():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RetryAfterHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        opts = ServiceOptions(backoff_base=0.0, backoff_cap=5.0, max_retries=2)
+        result = perform("GET", url, options=opts, params=[("a", "1")])
+        assert result.status == 200 and result.attempts == 2 and len(_RetryAfterHandler.hits) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_backoff_delay_is_capped_full_jitter():
+    opts = ServiceOptions(backoff_base=0.5, backoff_cap=4.0)
+    rng = random.Random(0)
+    delays = [backoff_delay(n, opts, rng=rng) for n in range(10) for _ in range(50)]
+    assert min(delays) >= 0 and max(delays) <= 4.0
+    assert max(backoff_delay(0, opts, rng=rng) for _ in range(50)) <= 0.5
+    assert backoff_delay(0, opts, retry_after=3.0, rng=rng) == 3.0     # Retry-After wins when longer
+    assert backoff_delay(0, opts, retry_after=60.0, rng=rng) == 4.0    # ...but never beyond the cap
