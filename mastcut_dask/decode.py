@@ -43,6 +43,9 @@ Source = Any  # fits.HDUList | bytes | str | os.PathLike (annotated loosely: fss
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _FITS_MAGIC = b"SIMPLE  ="
+_GZIP_MAGIC = b"\x1f\x8b"
+#: largest decompressed size accepted for a gzipped FITS file (guards against gzip bombs)
+MAX_GUNZIPPED_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
                 head = fh.read(len(_PNG_MAGIC))
             if not head.startswith(_FITS_MAGIC):
                 with open(path, "rb") as fh:
-                    return _open_bytes(fh.read(), loc, name)
+                    # gzipped files are decompressed in memory: lazy reads need plain FITS
+                    return _open_bytes(fh.read(), None if head.startswith(_GZIP_MAGIC) else loc, name)
             # memmap: column reads touch only the pages they need, nothing is read up front
             hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
             return OpenedSource(hdul, None, loc, name, (hdul,))
@@ -155,7 +159,23 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
     raise DecodeError(f"cannot decode a {type(src).__name__}: pass an HDUList, bytes, a path or an fsspec URL")
 
 
+def _gunzip(data: bytes, name: str) -> bytes:
+    import gzip
+
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+        try:
+            out = gz.read(MAX_GUNZIPPED_BYTES + 1)
+        except (OSError, EOFError) as err:
+            raise DecodeError(f"{name or 'input'}: corrupt gzip data ({err})") from err
+    if len(out) > MAX_GUNZIPPED_BYTES:
+        raise DecodeError(f"{name or 'input'}: gzip data expands beyond {MAX_GUNZIPPED_BYTES} bytes")
+    return out
+
+
 def _open_bytes(data: bytes, loc: FileLocation | None, name: str) -> OpenedSource:
+    if data.startswith(_GZIP_MAGIC):
+        data = _gunzip(data, name)
+        loc = None  # byte offsets refer to the decompressed stream, not the file
     if data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC):
         return OpenedSource(None, data, loc, name)
     if not data.startswith(_FITS_MAGIC):

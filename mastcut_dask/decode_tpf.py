@@ -349,7 +349,10 @@ def _aperture(hdu, shape: tuple[int, int], quirks: list[str]) -> np.ndarray:
 
 
 def _identity_attrs(primary: fits.Header, opened: OpenedSource, ffi_names: list[str], quirks: list[str]) -> dict:
-    attrs: dict = {"service": "TESSCut", "source_file": opened.name}
+    # mission (SPOC) TPFs decode too; say so rather than call them TESSCut products
+    origin = header_str(primary, "ORIGIN").upper()
+    attrs: dict = {"service": "TESSCut" if "MAST" in origin or not origin else "SPOC",
+                   "source_file": opened.name}
     from_names = None
     for text in [*ffi_names[:1], opened.name]:
         match = _SECTOR_IN_NAME.search(text or "")
