@@ -241,7 +241,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address, handler, emulator: MastEmulator):
         self.emulator = emulator
-        self.connections: set[socket.socket] = set()
+        # open connection -> the thread serving it, so stop() can close and join them
+        self.connections: dict[socket.socket, threading.Thread] = {}
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
 
@@ -259,11 +260,11 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         with self.server.connections_lock:
-            self.server.connections.add(self.connection)
+            self.server.connections[self.connection] = threading.current_thread()
 
     def finish(self) -> None:
         with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
+            self.server.connections.pop(self.connection, None)
         try:
             super().finish()
         except OSError:
@@ -401,8 +402,8 @@ class MastEmulator:
         self._stop.set()
         server.shutdown()
         with server.connections_lock:
-            open_sockets = list(server.connections)
-        for sock in open_sockets:
+            open_connections = list(server.connections.items())
+        for sock, _ in open_connections:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -410,6 +411,11 @@ class MastEmulator:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        # Let handlers finish their bookkeeping so stats() is final once stop() returns.
+        deadline = time.monotonic() + 10.0
+        for _, thread in open_connections:
+            if thread is not threading.current_thread():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._server = None
         self._thread = None
 
@@ -497,11 +503,20 @@ class MastEmulator:
         with self._lock:
             if admitted:
                 self._in_flight -= 1
-            self._status_counts[entry["status"]] += 1
             self._bytes_sent += entry["bytes"]
-            if entry.get("fault"):
-                self._fault_counts[entry["fault"]] += 1
             self._log.append(entry)
+
+    def _reply_status(self, entry: dict, status: int) -> None:
+        # Counted before the first byte goes out, so a client that has its reply always finds
+        # it in stats(); bytes and the log entry follow when the body is sent.
+        entry["status"] = status
+        with self._lock:
+            self._status_counts[status] += 1
+
+    def _inject(self, entry: dict, fault: str) -> None:
+        entry["fault"] = fault
+        with self._lock:
+            self._fault_counts[fault] += 1
 
     def _handle(self, h: _Handler, method: str) -> None:
         start = time.time()
@@ -541,13 +556,13 @@ class MastEmulator:
             if route is None:
                 with self._lock:
                     self._requests += 1
-                entry["status"] = 404
+                self._reply_status(entry, 404)
                 entry["bytes"] = h.send_plain(404, json.dumps({"msg": f"Not found: {path}"})
                                               .encode(), "application/json")
                 return
             admitted = self._admit(start)
             if not admitted:
-                entry["status"] = 503
+                self._reply_status(entry, 503)
                 entry["bytes"] = h.send_plain(503, _PAGE_503, "text/html; charset=utf-8")
                 return
             self._serve(h, route, params if params is not None else parse_error, entry)
@@ -563,13 +578,13 @@ class MastEmulator:
         func, is_archive = route
         fault = self._faults.draw()
         if fault in ("503", "504"):
-            entry["fault"] = fault
-            entry["status"] = int(fault)
+            self._inject(entry, fault)
+            self._reply_status(entry, int(fault))
             page = _PAGE_503 if fault == "503" else _PAGE_504
             entry["bytes"] = h.send_plain(int(fault), page, "text/html; charset=utf-8")
             return
         if fault == "stall":
-            entry["fault"] = fault
+            self._inject(entry, fault)
             if self._stop.wait(self.stall_seconds):
                 h.close_connection = True  # shutting down: drop the request unanswered
                 return
@@ -593,10 +608,10 @@ class MastEmulator:
                 reply = Reply.json({"msg": "Internal server error"}, status=500)
 
         if fault == "html200":
-            entry["fault"] = fault
+            self._inject(entry, fault)
             reply = Reply(status=200, body=_PAGE_HTML200, content_type="text/html; charset=utf-8")
         elif fault in ARCHIVE_FAULTS and is_archive and reply.files:
-            entry["fault"] = fault
+            self._inject(entry, fault)
             reply = self._hostile(fault, reply)
 
         if reply.files is not None:
@@ -604,10 +619,10 @@ class MastEmulator:
             reply.content_type = "application/zip"
             if reply.zip_name:
                 reply.headers["Content-Disposition"] = f'attachment; filename="{reply.zip_name}"'
-        entry["status"] = reply.status
-
         if fault in ("truncate", "reset"):
-            entry["fault"] = fault
+            self._inject(entry, fault)
+        self._reply_status(entry, reply.status)
+        if fault in ("truncate", "reset"):
             entry["bytes"] = self._send_broken(h, reply, reset=(fault == "reset"))
             return
         entry["bytes"] = self._send(h, reply)
@@ -665,8 +680,8 @@ class MastEmulator:
             sock = h.connection
             # SO_LINGER with a zero timeout turns close() into a TCP RST.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            with self._server.connections_lock if self._server else threading.Lock():
-                if self._server:
-                    self._server.connections.discard(sock)
+            server = h.server
+            with server.connections_lock:
+                server.connections.pop(sock, None)
             socket.close(sock.detach())
         return sent
