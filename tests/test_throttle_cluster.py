@@ -1,0 +1,117 @@
+"""ClusterThrottle on a real multi-process LocalCluster: one budget for every worker and thread."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from mastcut_dask.exceptions import InvalidQueryError
+from mastcut_dask.options import ThrottleOptions
+from mastcut_dask.throttle import ClusterThrottle, Throttle
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # 2 processes x 8 threads: far more threads than leases, so only the scheduler can keep count.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=8, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _hold(i: int, throttle: ClusterThrottle, seconds: float) -> tuple[float, float, int]:
+    """Inside a lease: note when it was entered and left (stands in for a request moving bytes)."""
+    import os
+
+    with throttle.lease():
+        start = time.time()
+        time.sleep(seconds)
+        end = time.time()
+    return start, end, os.getpid()
+
+
+def _max_overlap(intervals) -> int:
+    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals])
+    current = peak = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def _max_starts_per_second(starts) -> int:
+    starts = sorted(starts)
+    return max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+
+
+def test_is_a_throttle_and_pickles_as_its_options():
+    throttle = ClusterThrottle(ThrottleOptions(max_concurrency=3, max_rate=2.0, name="pickled"))
+    assert isinstance(throttle, Throttle)
+    copy = pickle.loads(pickle.dumps(throttle))
+    assert copy.options == throttle.options
+    assert copy.concurrency_name == throttle.concurrency_name
+
+
+@pytest.mark.parametrize("options", [
+    ThrottleOptions(max_concurrency=0),
+    ThrottleOptions(max_concurrency=2.5),
+    ThrottleOptions(max_rate=-1),
+    ThrottleOptions(max_rate=float("nan")),
+    ThrottleOptions(lease_timeout=0),
+])
+def test_bad_options_are_refused(options):
+    with pytest.raises(InvalidQueryError):
+        ClusterThrottle(options)
+
+
+def test_rate_window_keeps_the_average_rate():
+    leases, hold = ClusterThrottle(ThrottleOptions(max_rate=5)).rate_window
+    assert leases == 5 and hold >= 1.0
+    leases, hold = ClusterThrottle(ThrottleOptions(max_rate=0.5)).rate_window
+    assert leases == 1 and hold >= 2.0
+    assert ClusterThrottle(ThrottleOptions(max_rate=0)).rate_name is None
+
+
+def test_concurrency_is_cluster_wide(client):
+    throttle = ClusterThrottle(ThrottleOptions(max_concurrency=4, max_rate=0, name="test-conc"))
+    futures = client.map(_hold, range(48), throttle=throttle, seconds=0.05, pure=False)
+    results = client.gather(futures)
+    assert len({pid for _, _, pid in results}) == 2, "both worker processes took part"
+    peak = _max_overlap([(s, e) for s, e, _ in results])
+    assert peak <= 4
+    # 16 threads competing for 4 leases: the budget is used fully, not only respected.
+    assert peak == 4
+    assert throttle.in_flight() == 0, "every lease was given back"
+
+
+def test_rate_is_cluster_wide(client):
+    throttle = ClusterThrottle(ThrottleOptions(max_concurrency=10, max_rate=5, name="test-rate"))
+    futures = client.map(_hold, range(16), throttle=throttle, seconds=0.01, pure=False)
+    results = client.gather(futures)
+    assert _max_starts_per_second([s for s, _, _ in results]) <= 5
+
+
+def _pending_acquires(name: str, dask_scheduler=None) -> int:
+    return int(dask_scheduler.extensions["semaphores"].metrics["pending"].get(name, 0))
+
+
+def test_client_and_workers_share_one_budget(client):
+    options = ThrottleOptions(max_concurrency=2, max_rate=0, name="test-shared")
+    here = ClusterThrottle(options)
+    with here.lease(), here.lease():
+        # The client holds the whole budget: a worker asking for a lease must queue on the scheduler.
+        assert here.in_flight() == 2
+        future = client.submit(_hold, 0, throttle=ClusterThrottle(options), seconds=0.0, pure=False)
+        deadline = time.monotonic() + 30
+        while client.run_on_scheduler(_pending_acquires, here.concurrency_name) < 1:
+            if time.monotonic() > deadline or future.done():
+                pytest.fail("the worker's lease request never waited on the scheduler")
+            time.sleep(0.02)
+        assert not future.done()
+        released = time.time()
+    start, _, _ = future.result()
+    assert start >= released
+    assert here.in_flight() == 0
