@@ -1,0 +1,863 @@
+"""The Dask wiring: target lists → throttled tasks → FITS + zarr + manifest, with resume.
+
+``fetch_cutouts`` plans a run and returns a `CutoutRun`; nothing is fetched until
+``.compute()`` (or ``.persist()``). The run is driven from the client with futures and
+`distributed.as_completed`: what a run must fetch is only known once names are resolved and
+sectors or surveys discovered, so the graph grows as results arrive:
+
+* names without a position → one resolve task per batch of up to 30 names;
+* each target without a named sector/survey → one discovery task (TESSCut sectors or ZCut
+  surveys; HAPCut has none);
+* each (target, product) → one fetch task (one TESS sector, one ZCut survey, one HAPCut
+  request) that writes the FITS files as delivered, then per FITS file one decode task and one
+  store task (zarr group); with light curves, one photometry task per target at the end.
+
+Keys are tokenised from the request (never from the clock), so the same request twice is one
+task. Network tasks (resolve, discover, fetch) take a lease from the cluster-wide
+`~mastcut_dask.throttle.ClusterThrottle` only while bytes move, and run *seceded* from the
+worker's thread pool, so waiting for a lease never keeps decode and store tasks from running;
+the driver keeps a bounded window of network tasks submitted, so workers never hold
+whole-run state. The manifest is written by the client as each outcome arrives.
+
+This module and `mastcut_dask.throttle` are the only importers of dask/distributed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import posixpath
+import tempfile
+import threading
+import time
+import zipfile
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from .exceptions import InvalidQueryError, MastcutError
+from .options import ServiceOptions, ThrottleOptions
+
+__all__ = ["fetch_cutouts", "CutoutRun", "RunSettings"]
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("tesscut", "zcut", "hapcut")
+#: Names per resolver request (SANTA's batch size, as astroquery).
+RESOLVE_BATCH = 30
+#: Product name of a target's stitched light curve in the zarr store.
+LIGHTCURVE_PRODUCT = "lightcurve"
+
+
+# ---- what crosses to workers ---------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a worker needs for one run, as plain values.
+
+    Attributes
+    ----------
+    service : {"tesscut", "zcut", "hapcut"}
+    out : str
+        The store: local path or fsspec URL.
+    storage_options : tuple of (str, value) pairs
+        fsspec options for ``out`` (a tuple, so the record stays hashable).
+    service_options : ServiceOptions
+    throttle_options : ThrottleOptions
+    """
+
+    service: str
+    out: str
+    storage_options: tuple[tuple[str, Any], ...] = ()
+    service_options: ServiceOptions = ServiceOptions()
+    throttle_options: ThrottleOptions = ThrottleOptions()
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        """``storage_options`` as a dict."""
+        return dict(self.storage_options)
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """One fetch: a target and, where known, the one sector or survey to ask for.
+
+    Attributes
+    ----------
+    target : Target
+        Resolved (a position, or a moving target's name).
+    sector : int or None
+        TESSCut sector (None: every sector the service has).
+    survey : str or None
+        ZCut survey (None: every survey).
+    products : tuple of str
+        Products discovery announced for this request (empty when unknown in advance).
+    """
+
+    target: Any
+    sector: int | None = None
+    survey: str | None = None
+    products: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredFits:
+    """A FITS file a fetch task stored under ``OUT/fits``."""
+
+    filename: str
+    product: str
+    fits_path: str
+    n_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a fetch task brings home: the stored files, or the service's "no data" message."""
+
+    files: tuple[StoredFits, ...] = ()
+    no_data: str | None = None
+
+
+# ---- stage functions (plain; run on workers, also usable without Dask) ---------------------
+@contextlib.contextmanager
+def _seceded() -> Any:
+    """Run the body outside the worker's thread pool when inside a Dask task.
+
+    Network tasks spend their time waiting for a lease and for bytes; seceding frees their
+    thread for decode and store tasks meanwhile. ``rejoin`` happens after the lease is given
+    back, so waiting for a free thread never holds a request slot.
+    """
+    try:
+        from distributed import rejoin, secede
+        from distributed.worker import thread_state
+
+        in_task = getattr(thread_state, "execution_state", None) is not None
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        in_task = False
+    if not in_task:
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
+
+
+def _throttle(settings: RunSettings):
+    from .throttle import ClusterThrottle
+
+    return ClusterThrottle(settings.throttle_options)
+
+
+def resolve_batch(names: tuple[str, ...], settings: RunSettings) -> dict[str, Any]:
+    """Resolve object names through SANTA.
+
+    Returns
+    -------
+    dict
+        Name → ``(ra, dec)`` in degrees, or → the reason (str) when the resolver cannot place it.
+    """
+    from . import resolve
+
+    with _seceded():
+        positions, errors = resolve.resolve_names_detailed(names, settings.service_options,
+                                                           throttle=_throttle(settings))
+    answer: dict[str, Any] = {name: (float(ra), float(dec)) for name, (ra, dec) in positions.items()}
+    answer.update({name: str(err) for name, err in errors.items()})
+    return answer
+
+
+def discover(target, settings: RunSettings) -> tuple[tuple[Any, str], ...]:
+    """What the service has for one target.
+
+    Returns
+    -------
+    tuple of (key, product)
+        TESSCut: ``(sector, "s0008-1-1")`` per sector/camera/CCD; ZCut: ``(survey, survey)``.
+        Empty when the position is not covered.
+    """
+    from . import clients
+    from .store import product_from_sector_name
+
+    throttle = _throttle(settings)
+    with _seceded():
+        if settings.service == "tesscut":
+            if target.moving:
+                rows = clients.query_sectors(settings.service_options, obj_id=target.name,
+                                             obj_type=target.mt_type, throttle=throttle)
+            else:
+                rows = clients.query_sectors(settings.service_options, ra=target.ra, dec=target.dec,
+                                             throttle=throttle)
+            return tuple((int(r["sector"]), product_from_sector_name(r["sectorName"])) for r in rows)
+        if settings.service == "zcut":
+            surveys = clients.query_surveys(settings.service_options, ra=target.ra, dec=target.dec,
+                                            throttle=throttle)
+            return tuple((str(s), str(s)) for s in surveys)
+    raise InvalidQueryError(f"{settings.service} has no discovery step")
+
+
+def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
+    """Download one cutout archive and store its FITS files under ``OUT/fits`` as delivered.
+
+    The archive goes to a private temporary folder on the worker and is removed afterwards;
+    the lease is held by the HTTP layer only while the bytes move.
+    """
+    from . import clients
+    from .archive import NoData
+    from .store import check_name, product_name, write_fits
+    from .targets import CutoutRequest
+    from .exceptions import UnsafeArchiveError
+
+    target = request.target
+    wire = dataclasses.replace(
+        CutoutRequest.for_target(settings.service, target),
+        sector=request.sector, survey=request.survey,
+        cutout_format="fits" if settings.service == "zcut" else None)
+    with _seceded(), tempfile.TemporaryDirectory(prefix="mastcut-") as tmp:
+        got = clients.download_cutout_archive(settings.service_options, wire, tmp, throttle=_throttle(settings))
+        if isinstance(got, NoData):
+            return FetchResult(no_data=got.message or "no data")
+        stored = []
+        seen = set()
+        with zipfile.ZipFile(got.path) as zf:
+            for member in got.members:
+                filename = posixpath.basename(member)
+                if not filename.lower().endswith((".fits", ".fits.gz", ".fit")):
+                    continue
+                check_name(filename, "file name from the server", error=UnsafeArchiveError)
+                if filename in seen:
+                    raise UnsafeArchiveError(f"archive from {got.url} holds {filename!r} twice", url=got.url)
+                seen.add(filename)
+                product = product_name(settings.service, filename)
+                with zf.open(member) as fh:
+                    rel, n_bytes, sha = write_fits(settings.out, settings.service, target.target_id, filename,
+                                                   fh, settings.storage)
+                stored.append(StoredFits(filename, product, rel, n_bytes, sha))
+    if not stored:
+        return FetchResult(no_data="the archive held no FITS file")
+    return FetchResult(files=tuple(stored))
+
+
+def decode(fits_path: str, settings: RunSettings):
+    """Read one stored FITS file back from ``OUT`` as an xarray Dataset."""
+    from . import decode as dec
+    from .store import store_url
+
+    url = store_url(settings.out, fits_path)
+    if settings.service == "tesscut":
+        return dec.tpf_to_xarray(url, storage_options=settings.storage or None)
+    return dec.image_to_xarray(url, storage_options=settings.storage or None)
+
+
+def store(ds, target_id: str, product: str, settings: RunSettings) -> str:
+    """Write one decoded dataset as the zarr group ``<target_id>/<product>``; returns the group."""
+    from .store import write_dataset
+
+    return write_dataset(settings.out, target_id, product, ds, settings.storage)
+
+
+def lightcurve(target_id: str, groups: tuple[str, ...], settings: RunSettings,
+               aperture: Any = None) -> str:
+    """Aperture photometry on each stored TPF of a target, stitched across sectors, stored as
+    the group ``<target_id>/lightcurve``."""
+    import xarray as xr
+
+    from . import photometry
+    from .store import ZARR_NAME, store_url, write_dataset
+
+    curves = []
+    for group in sorted(groups):
+        url = store_url(settings.out, f"{ZARR_NAME}/{group}")
+        opts = settings.storage or None
+        with xr.open_dataset(url, engine="zarr", consolidated=False, zarr_format=3,
+                             backend_kwargs={"storage_options": opts} if opts else None) as ds:
+            ds = ds.load()
+        kwargs = {} if aperture is None else {"aperture": aperture}
+        curves.append(photometry.aperture_photometry(ds, **kwargs))
+    stitched = photometry.stitch(curves)
+    return write_dataset(settings.out, target_id, LIGHTCURVE_PRODUCT, stitched, settings.storage)
+
+
+# ---- task wrappers: expected failures come home as data ------------------------------------
+@dataclass(frozen=True)
+class Failed:
+    """A stage that ended in a `MastcutError` (bad answer, service down after retries...).
+
+    Returned rather than raised so that an expected outcome does not show up as a worker
+    error in the logs; anything else (a bug) still raises.
+    """
+
+    error: str
+
+
+def _guarded(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except MastcutError as err:
+        log.info("%s failed: %s", getattr(fn, "__name__", fn), err)
+        return Failed(_describe_error(err))
+
+
+def _store_decoded(decoded: Any, target_id: str, product: str, settings: RunSettings) -> Any:
+    if isinstance(decoded, Failed):
+        return decoded
+    return _guarded(store, decoded, target_id, product, settings)
+
+
+# ---- the driver ----------------------------------------------------------------------------
+def _token(*parts: Any) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*parts)
+
+
+class _Progress:
+    """Counts outcomes; shows a tqdm bar on stderr unless quiet.
+
+    The number of products is only known as discovery answers, so the bar counts outcomes
+    and their rate rather than a fraction of a total.
+    """
+
+    def __init__(self, enabled: bool):
+        self.counts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=None, unit="cutout", desc="mastcut", dynamic_ncols=True)
+
+    def record(self, status: str) -> None:
+        self.counts[status] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+
+    def set_in_flight(self, n: int) -> None:
+        if n != self.in_flight:
+            self.in_flight = n
+            if self.bar is not None:
+                self._postfix()
+                self.bar.refresh()
+
+    def _postfix(self) -> None:
+        c = self.counts
+        self.bar.set_postfix_str(f"done={c['done']} no_cov={c['no_coverage']} failed={c['failed']} "
+                                 f"invalid={c['invalid']} in_flight={self.in_flight}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _describe_error(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if isinstance(err, MastcutError) else f"{type(err).__name__}: {text}"
+
+
+@dataclass
+class _TargetState:
+    target: Any
+    outstanding: int = 0          # discovery, fetch and store tasks not yet answered
+    groups: list[str] = field(default_factory=list)
+    stored_now: bool = False      # a product was (re)written in this run
+
+
+class _Driver:
+    """Runs one plan on a distributed Client, growing the graph as results arrive."""
+
+    def __init__(self, run: "CutoutRun", client):
+        from distributed import as_completed
+
+        from .store import Manifest
+
+        self.run = run
+        self.client = client
+        self.settings = run.settings
+        self.manifest = Manifest(self.settings.out, self.settings.storage)
+        self.ac = as_completed(with_results=False)
+        self.meta: dict[Any, tuple[str, list]] = {}
+        self.by_key: dict[str, Any] = {}
+        self.queue: deque[tuple[str, Any]] = deque()
+        self.net_in_flight = 0
+        # Enough network tasks submitted to keep every lease busy while results travel home,
+        # few enough that no worker holds a large share of the run.
+        self.window = max(4, 2 * self.settings.throttle_options.max_concurrency)
+        self.rows: dict[tuple[str, str, str], Any] = {}
+        self.states: dict[str, _TargetState] = {}
+        self.waiting: dict[str, list] = {}
+        self.progress = _Progress(run.progress)
+
+    # -- outcomes
+    def _row(self, row, *, write: bool = True) -> None:
+        self.rows[row.key] = row
+        # An outcome already on record as is (e.g. an invalid row on a rerun) is not rewritten:
+        # a rerun with nothing new changes no file.
+        if write and self.manifest.get(*row.key) != row:
+            self.manifest.append(row)
+        self.progress.record(row.status)
+
+    def _outcome(self, target_id: str, status: str, product: str = "", error: str = "", **kw) -> None:
+        from .store import ManifestRow
+
+        self._row(ManifestRow(target_id, self.settings.service, product, status, error=error, **kw))
+
+    # -- submission
+    def _submit(self, kind: str, fn: Callable, *args, key: str, ctx: Any, network: bool = False) -> None:
+        if key in self.by_key:
+            # The same request twice is one task: the second context waits on the first future.
+            self.meta[self.by_key[key]][1].append(ctx)
+            return
+        fut = self.client.submit(_guarded, fn, *args, key=key, pure=True, retries=0)
+        self.by_key[key] = fut
+        self.meta[fut] = (kind, [ctx])
+        if network:
+            self.net_in_flight += 1
+        self.ac.add(fut)
+
+    def _fill(self) -> None:
+        while self.queue and self.net_in_flight < self.window:
+            kind, payload = self.queue.popleft()
+            if kind == "resolve":
+                self._submit("resolve", resolve_batch, payload, self.settings,
+                             key=f"mastcut-resolve-{_token(payload, self.settings.service_options)}",
+                             ctx=payload, network=True)
+            elif kind == "discover":
+                self._submit("discover", discover, payload, self.settings,
+                             key=f"mastcut-discover-{_token(payload, self.settings)}", ctx=payload, network=True)
+            else:
+                request = payload
+                key = f"mastcut-fetch-{_token(request.target, request.sector, request.survey, self.settings)}"
+                self._submit("fetch", fetch, request, self.settings, key=key, ctx=request, network=True)
+        self.progress.set_in_flight(self.net_in_flight)
+
+    # -- planning
+    def start(self) -> None:
+        for row in self.run.plan.invalid:
+            self._row(row)
+        names: list[str] = []
+        for target in self.run.plan.targets:
+            if target.target_id in self.states or self._target_level_skip(target):
+                continue  # a repeated id is one target
+            self.states[target.target_id] = _TargetState(target)
+            if target.resolved:
+                self._plan_target(target)
+            else:
+                if target.name not in self.waiting:
+                    names.append(target.name)
+                self.waiting.setdefault(target.name, []).append(target)
+        for i in range(0, len(names), RESOLVE_BATCH):
+            self.queue.append(("resolve", tuple(names[i:i + RESOLVE_BATCH])))
+
+    def _target_level_skip(self, target) -> bool:
+        """A target whose last outcome was ``no_coverage``/``invalid`` is left alone on resume."""
+        row = self.manifest.get(target.target_id, self.settings.service, "")
+        if row is not None and row.status in ("no_coverage", "invalid") and not self.run.retry_failed:
+            self._row(row, write=False)
+            return True
+        return False
+
+    def _plan_target(self, target) -> None:
+        service = self.settings.service
+        state = self.states[target.target_id]
+        state.outstanding += 1
+        if (service == "tesscut" and target.sector is None) or (service == "zcut" and target.survey is None):
+            self.queue.append(("discover", target))
+            return
+        products = (target.survey,) if service == "zcut" else ()
+        self._plan_fetch(FetchRequest(target, sector=target.sector, survey=target.survey, products=products))
+        self._finish(target.target_id)
+
+    def _finish(self, target_id: str) -> None:
+        """One piece of a target's work has ended; after the last, its light curve (if asked)."""
+        state = self.states[target_id]
+        state.outstanding -= 1
+        if state.outstanding or not self.run.lightcurve or not state.groups:
+            return
+        from .store import is_complete_group, zarr_group
+
+        if not state.stored_now and is_complete_group(self.settings.out, zarr_group(target_id, LIGHTCURVE_PRODUCT),
+                                                      self.settings.storage):
+            return  # nothing new since the stored light curve was made
+        groups = tuple(sorted(set(state.groups)))
+        aperture = None if self.run.lightcurve is True else self.run.lightcurve
+        state.outstanding += 1
+        self._submit("lightcurve", lightcurve, target_id, groups, self.settings, aperture,
+                     key=f"mastcut-lightcurve-{_token(target_id, groups, aperture, self.settings)}", ctx=target_id)
+
+    def _resume_hit(self, request: FetchRequest) -> list:
+        """The verified manifest rows that make this request unnecessary, or []."""
+        service = self.settings.service
+        tid = request.target.target_id
+        retry = self.run.retry_failed
+        if request.products:
+            if all(self.manifest.should_skip(tid, service, p, retry_failed=retry) for p in request.products):
+                return [self.manifest.get(tid, service, p) for p in request.products]
+            return []
+        # Products not known in advance (a named sector, HAPCut): the verified products this
+        # request produced before stand for it.
+        prefix = f"s{request.sector:04d}-" if request.sector is not None else None
+        rows = [r for r in self.manifest.rows_for(tid, service)
+                if r.status == "done" and r.product and r.product != LIGHTCURVE_PRODUCT
+                and (prefix is None or r.product.startswith(prefix))]
+        if rows and all(self.manifest.is_done(r) for r in rows):
+            return rows
+        return []
+
+    def _plan_fetch(self, request: FetchRequest) -> None:
+        hit = self._resume_hit(request)
+        state = self.states[request.target.target_id]
+        if hit:
+            for row in hit:
+                self._row(row, write=False)
+                if row.status == "done" and row.zarr_group:
+                    state.groups.append(row.zarr_group)
+            return
+        state.outstanding += 1
+        self.queue.append(("fetch", request))
+
+    # -- results
+    def handle(self, fut) -> None:
+        kind, ctxs = self.meta.pop(fut)
+        self.by_key.pop(fut.key, None)
+        if kind in ("resolve", "discover", "fetch"):
+            self.net_in_flight -= 1
+        error = result = None
+        if fut.status == "error":
+            error = fut.exception()
+        elif fut.status == "cancelled":
+            error = MastcutError("the task was cancelled (a worker lost?)")
+        else:
+            result = fut.result()
+            if isinstance(result, Failed):
+                error, result = MastcutError(result.error), None
+        fut.release()
+        for ctx in ctxs:
+            getattr(self, f"_on_{kind}")(ctx, result, error)
+
+    def _on_resolve(self, names, result, error) -> None:
+        for name in names:
+            for target in self.waiting.pop(name, []):
+                tid = target.target_id
+                pos = None if error is not None else result.get(name)
+                if error is not None:
+                    # The resolver itself failed (after retries): a service failure, retried next run.
+                    self._outcome(tid, "failed", error=_describe_error(error))
+                elif not isinstance(pos, tuple):
+                    # The resolver answered but cannot place this name: bad input.
+                    self._outcome(tid, "invalid", error=str(pos or f'Could not resolve "{name}" to a sky position.'))
+                else:
+                    resolved = dataclasses.replace(target, ra=float(pos[0]), dec=float(pos[1]))
+                    self.states[tid].target = resolved
+                    self._plan_target(resolved)
+
+    def _on_discover(self, target, result, error) -> None:
+        tid = target.target_id
+        if error is not None:
+            self._outcome(tid, "failed", error=_describe_error(error))
+        elif not result:
+            what = "sector" if self.settings.service == "tesscut" else "survey"
+            self._outcome(tid, "no_coverage", error=f"no {what} covers this target")
+        else:
+            by_request: dict[Any, set[str]] = {}
+            for key, product in result:
+                by_request.setdefault(key, set()).add(product)
+            for key, products in sorted(by_request.items()):
+                if self.settings.service == "tesscut":
+                    self._plan_fetch(FetchRequest(target, sector=int(key), products=tuple(sorted(products))))
+                else:
+                    self._plan_fetch(FetchRequest(target, survey=str(key), products=tuple(sorted(products))))
+        self._finish(tid)
+
+    def _on_fetch(self, request: FetchRequest, result: FetchResult | None, error) -> None:
+        tid = request.target.target_id
+        state = self.states[tid]
+        if error is not None or result.no_data is not None:
+            status = "failed" if error is not None else "no_coverage"
+            reason = _describe_error(error) if error is not None else result.no_data
+            for product in request.products or ("",):
+                self._outcome(tid, status, product, error=reason)
+            self._finish(tid)
+            return
+        got = {f.product for f in result.files}
+        for product in request.products:
+            if product not in got:
+                self._outcome(tid, "no_coverage", product, error="the service sent no file for this product")
+        for stored in result.files:
+            state.outstanding += 1
+            decoded = self.client.submit(_guarded, decode, stored.fits_path, self.settings, pure=True,
+                                         key=f"mastcut-decode-{_token(stored, self.settings)}")
+            # The store task holds the decoded dataset; releasing both frees worker memory.
+            self._submit("store", _store_decoded, decoded, tid, stored.product, self.settings,
+                         key=f"mastcut-store-{_token(stored, tid, self.settings)}", ctx=(tid, stored))
+        self._finish(tid)
+
+    def _on_store(self, ctx, result, error) -> None:
+        tid, stored = ctx
+        common = dict(fits_path=stored.fits_path, n_bytes=stored.n_bytes, sha256=stored.sha256)
+        if error is not None:
+            self._outcome(tid, "failed", stored.product, error=_describe_error(error), **common)
+        else:
+            self._outcome(tid, "done", stored.product, zarr_group=result, **common)
+            state = self.states[tid]
+            state.groups.append(result)
+            state.stored_now = True
+        self._finish(tid)
+
+    def _on_lightcurve(self, target_id, result, error) -> None:
+        if error is not None:
+            log.warning("light curve of %s failed: %s", target_id, _describe_error(error))
+        self.states[target_id].outstanding -= 1
+
+    # -- the loop
+    def drive(self) -> None:
+        self.start()
+        self._fill()
+        try:
+            for fut in self.ac:
+                self.handle(fut)
+                self._fill()
+        finally:
+            self.progress.close()
+
+    def table(self):
+        """This run's outcomes as an astropy Table with the manifest columns."""
+        from astropy.table import Table
+
+        from .store import MANIFEST_COLUMNS
+
+        rows = list(self.rows.values())
+        cols = {name: [getattr(r, name) for r in rows] for name in MANIFEST_COLUMNS}
+        cols["n_bytes"] = [-1 if v is None else v for v in cols["n_bytes"]]
+        table = Table(cols, names=MANIFEST_COLUMNS, dtype=[str, str, str, str, str, str, "i8", str, str])
+        table.meta["counts"] = dict(Counter(cols["status"]))
+        table.meta["out"] = self.settings.out
+        return table
+
+
+# ---- the plan and the public entry point ----------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    targets: tuple
+    invalid: tuple
+
+
+class CutoutRun:
+    """A planned run: nothing is fetched until `compute` or `persist`.
+
+    Attributes
+    ----------
+    settings : RunSettings
+    plan
+        The validated targets and the rows refused as ``invalid``.
+    """
+
+    def __init__(self, plan: _Plan, settings: RunSettings, *, client=None, lightcurve=None,
+                 retry_failed: bool = False, progress: bool = True, n_workers: int | None = None,
+                 threads_per_worker: int | None = None):
+        self.plan = plan
+        self.settings = settings
+        self.client = client
+        self.lightcurve = lightcurve
+        self.retry_failed = retry_failed
+        self.progress = progress
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self._thread: threading.Thread | None = None
+        self._result = None
+        self._error: BaseException | None = None
+        self.elapsed: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"CutoutRun(service={self.settings.service!r}, targets={len(self.plan.targets)}, "
+                f"invalid={len(self.plan.invalid)}, out={self.settings.out!r})")
+
+    def _execute(self) -> None:
+        t0 = time.monotonic()
+        with _client_for(self) as client:
+            driver = _Driver(self, client)
+            driver.drive()
+            self._result = driver.table()
+        self.elapsed = time.monotonic() - t0
+        counts = self._result.meta["counts"]
+        log.info("run finished in %.1f s: %s", self.elapsed, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+    def persist(self) -> "CutoutRun":
+        """Start the run in the background and return at once; `compute` then waits for it."""
+        if self._thread is None and self._result is None:
+            def target():
+                try:
+                    self._execute()
+                except BaseException as err:  # noqa: BLE001 - handed to compute()
+                    self._error = err
+
+            self._thread = threading.Thread(target=target, name="mastcut-run", daemon=True)
+            self._thread.start()
+        return self
+
+    def compute(self):
+        """Run (or wait for the persisted run) and return the manifest of this run.
+
+        Returns
+        -------
+        astropy.table.Table
+            One row per (target, product) with the columns target_id, service, product,
+            status, fits_path, zarr_group, n_bytes, sha256, error; ``meta["counts"]`` holds
+            the number of rows per status.
+        """
+        if self._result is None:
+            if self._thread is None:
+                self._execute()
+            else:
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
+        return self._result
+
+
+@contextlib.contextmanager
+def _client_for(run: CutoutRun):
+    """The given Client, the current one, or a LocalCluster of processes closed at the end."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if run.client is not None:
+        yield run.client
+        return
+    try:
+        yield Client.current()
+        return
+    except ValueError:
+        pass
+    n_workers = run.n_workers or min(4, os.cpu_count() or 1)
+    threads = run.threads_per_worker or 2
+    lease = f"{run.settings.throttle_options.lease_timeout}s"
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": lease}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
+                               dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def _plan(targets: Any, *, service: str, size: Any, sector: int | None, survey: str | None,
+          storage_options: Mapping[str, Any] | None) -> _Plan:
+    from .store import ManifestRow
+    from .targets import read_targets
+
+    listing = read_targets(targets, storage_options=storage_options)
+    listing = listing.with_defaults(size=size, sector=sector, survey=survey)
+    invalid = [ManifestRow(bad.target_id, service, "", "invalid", error=bad.reason) for bad in listing.invalid]
+    good = []
+    for target in listing.targets:
+        # Rows that are fine as rows but wrong for this service: refused here, before any request.
+        if target.moving and service != "tesscut":
+            reason = f"moving target {target.name!r}: only TESSCut serves moving targets"
+        elif target.sector is not None and service != "tesscut":
+            reason = f"sector {target.sector} given, but {service} has no sectors"
+        elif target.survey is not None and service != "zcut":
+            reason = f"survey {target.survey!r} given, but {service} has no surveys"
+        else:
+            good.append(target)
+            continue
+        invalid.append(ManifestRow(target.target_id, service, "", "invalid", error=reason))
+    return _Plan(tuple(good), tuple(invalid))
+
+
+def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sector: int | None = None,
+                  survey: str | None = None, out: str, base_url: str | None = None,
+                  resolver_url: str | None = None, max_concurrency: int = 10, max_rate: float = 5.0,
+                  client: Any = None, lightcurve: Any = None, retry_failed: bool = False,
+                  progress: bool = True, storage_options: Mapping[str, Any] | None = None,
+                  n_workers: int | None = None, threads_per_worker: int | None = None,
+                  service_options: ServiceOptions | None = None) -> CutoutRun:
+    """Plan a survey-scale cutout run on Dask; nothing is fetched until ``.compute()``.
+
+    Parameters
+    ----------
+    targets : str, path, Table, DataFrame or list of dict
+        A CSV/Parquet target list or the same in memory (see `read_targets`): columns ``name``
+        (object names, "TIC n") or ``ra``/``dec`` (deg), optional ``id``, ``size``, ``sector``,
+        ``survey``, ``moving`` (+ ``mt_type``). Per-row values override the call's.
+    service : {"tesscut", "zcut", "hapcut"}
+    size : int, pair or Quantity
+        Cutout size, as astroquery (default 5×5 pixels).
+    sector : int, optional
+        TESS sector for every row that names none (skips discovery).
+    survey : str, optional
+        ZCut survey for every row that names none (skips discovery).
+    out : str
+        Where to write: local path or fsspec URL (``s3://bucket/run``).
+    base_url, resolver_url : str, optional
+        The services (default: MAST, or ``$MASTCUT_MAST_URL``/``$MASTCUT_RESOLVER_URL``).
+    max_concurrency : int
+        Requests in flight, cluster-wide.
+    max_rate : float
+        Request starts per second, cluster-wide; 0 = no rate limit.
+    client : distributed.Client, optional
+        Default: the current Client, else a LocalCluster of processes started and closed by the run.
+    lightcurve : bool or aperture, optional
+        Also store per-target light curves (TESS): aperture photometry on each sector,
+        stitched, as the group ``<target_id>/lightcurve``. True uses the default aperture;
+        anything else is passed as ``aperture=`` to `aperture_photometry`.
+    retry_failed : bool
+        Also retry targets recorded as ``no_coverage`` or ``invalid`` (``failed`` ones always are).
+    progress : bool
+        Show a progress bar on stderr.
+    storage_options : dict, optional
+        fsspec options for ``out`` (e.g. ``{"endpoint_url": ...}`` for S3).
+    n_workers, threads_per_worker : int, optional
+        Size of the LocalCluster started when no Client is given or current.
+    service_options : ServiceOptions, optional
+        Timeouts and retries (``base_url``/``resolver_url`` still win when given).
+
+    Returns
+    -------
+    CutoutRun
+        ``.compute()`` runs and returns the manifest rows of this run as an astropy Table;
+        ``.persist()`` starts it in the background.
+
+    Raises
+    ------
+    InvalidQueryError
+        Bad service, size, sector, survey, limits or output location (before anything is sent).
+    """
+    if service not in SERVICES:
+        raise InvalidQueryError(f"Unknown service {service!r}; use one of {', '.join(SERVICES)}.")
+    if out is None or not str(out).strip():
+        raise InvalidQueryError("out= is required: a local folder or an fsspec URL such as s3://bucket/run.")
+    if sector is not None and service != "tesscut":
+        raise InvalidQueryError("sector= applies to service='tesscut' only.")
+    if survey is not None and service != "zcut":
+        raise InvalidQueryError("survey= applies to service='zcut' only.")
+    if lightcurve and service != "tesscut":
+        raise InvalidQueryError("light curves need TESS target pixel files: use service='tesscut'.")
+    throttle_options = ThrottleOptions(max_concurrency=max_concurrency, max_rate=max_rate)
+    from .throttle import ClusterThrottle
+
+    ClusterThrottle(throttle_options)  # validates the limits on the client, before anything runs
+    base = service_options or ServiceOptions()
+    service_options = dataclasses.replace(
+        base, **{k: v for k, v in ServiceOptions.from_user(base_url, resolver_url).__dict__.items()
+                 if k in ("base_url", "resolver_url") and (service_options is None or
+                                                           (k == "base_url" and base_url) or
+                                                           (k == "resolver_url" and resolver_url))})
+    settings = RunSettings(service=service, out=_normalise_out(str(out)),
+                           storage_options=tuple(sorted(dict(storage_options or {}).items())),
+                           service_options=service_options, throttle_options=throttle_options)
+    plan = _plan(targets, service=service, size=size, sector=sector, survey=survey,
+                 storage_options=storage_options)
+    return CutoutRun(plan, settings, client=client, lightcurve=lightcurve, retry_failed=retry_failed,
+                     progress=progress, n_workers=n_workers, threads_per_worker=threads_per_worker)
+
+
+def _normalise_out(out: str) -> str:
+    # Workers may run elsewhere: a relative local path is made absolute on the client.
+    if "://" in out:
+        return out.rstrip("/")
+    return os.path.abspath(os.path.expanduser(out))
