@@ -86,7 +86,160 @@ def _run_emulate(args) -> int:
 
 # ---- sectors / surveys / cutout (owner: clients) ---------------------------------------------
 def _add_client_commands(sub) -> None:
-    pass
+    def connection(p) -> None:
+        p.add_argument("--base-url", default=None, help="MAST base URL (default: $MASTCUT_MAST_URL or MAST)")
+        p.add_argument("--resolver-url", default=None,
+                       help="SANTA resolver URL (default: $MASTCUT_RESOLVER_URL or MAST's)")
+        p.add_argument("--timeout", type=float, default=None, help="read timeout in seconds (default 600)")
+        p.add_argument("--max-retries", type=int, default=None, help="retries per request (default 5)")
+
+    def position(p, *, names: bool) -> None:
+        p.add_argument("--ra", type=float, default=None, help="right ascension, ICRS degrees")
+        p.add_argument("--dec", type=float, default=None, help="declination, ICRS degrees")
+        if names:
+            p.add_argument("--name", default=None, help="object name or TIC ID, e.g. 'TIC 307210830' or 'M104'")
+            p.add_argument("--moving", action="store_true", help="--name is a moving target (asteroid, comet)")
+            p.add_argument("--mt-type", default=None, choices=("majorbody", "smallbody"),
+                           help="moving target type (default: majorbody, then smallbody)")
+            p.add_argument("--resolver", default=None, choices=("SIMBAD", "NED"), help="name resolver to use")
+
+    p = sub.add_parser("sectors", help="list the TESS sectors covering a position, name or moving target",
+                       description="Ask TESSCut which sectors, cameras and CCDs cover a target.")
+    position(p, names=True)
+    p.add_argument("--radius", default="0", help="search radius: degrees or an angle ('2 arcmin'); default 0")
+    connection(p)
+    p.set_defaults(func=_run_sectors)
+
+    s = sub.add_parser("surveys", help="list the ZCut deep-field surveys covering a position",
+                       description="Ask ZCut which deep-field surveys cover a position.")
+    position(s, names=False)
+    s.add_argument("--radius", default="0", help="search radius: degrees or an angle ('2 arcmin'); default 0")
+    connection(s)
+    s.set_defaults(func=_run_surveys)
+
+    c = sub.add_parser("cutout", help="download the cutouts of one target into a folder",
+                       description="Download TESSCut, ZCut or HAPCut cutouts of one target into a folder "
+                                   "and list the files written.")
+    c.add_argument("--service", choices=("tesscut", "zcut", "hapcut"), default="tesscut")
+    position(c, names=True)
+    c.add_argument("--size", default="5",
+                   help="pixels ('10'), ny,nx ('10,20') or an angle ('2 arcmin'); default 5")
+    c.add_argument("--sector", type=int, default=None, help="TESS sector (default: all)")
+    c.add_argument("--survey", default=None, help="ZCut survey (default: all covering the position)")
+    c.add_argument("--format", dest="cutout_format", choices=("fits", "jpg", "png"), default="fits",
+                   help="ZCut file format (default fits)")
+    c.add_argument("--out", default=".", help="destination folder (created if missing; default .)")
+    c.add_argument("--no-inflate", action="store_true", help="keep the zip archive instead of extracting it")
+    connection(c)
+    c.set_defaults(func=_run_cutout)
+
+
+def _client(cls_name: str, args):
+    from . import clients
+
+    cls = getattr(clients, cls_name)
+    return cls(base_url=args.base_url, resolver_url=args.resolver_url, timeout=args.timeout,
+               max_retries=args.max_retries)
+
+
+def _client_coordinates(args):
+    if (args.ra is None) != (args.dec is None):
+        raise MastcutError("give both --ra and --dec (degrees)")
+    return None if args.ra is None else (args.ra, args.dec)
+
+
+def _client_target(args) -> dict:
+    coords = _client_coordinates(args)
+    name = getattr(args, "name", None)
+    if coords is None and not name:
+        raise MastcutError("give a target: --ra and --dec, or --name")
+    target: dict = {"coordinates": coords}
+    if name is not None:
+        target.update(objectname=name, moving_target=args.moving, mt_type=args.mt_type, resolver=args.resolver)
+    return target
+
+
+def _client_size(text: str):
+    """'10' → 10; '10,20' → (10, 20); '2 arcmin' → a Quantity."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        from astropy import units as u
+
+        try:
+            return u.Quantity(text)
+        except (TypeError, ValueError):
+            raise MastcutError(f"--size {text!r}: give pixels ('10'), ny,nx ('10,20') or an angle ('2 arcmin')") \
+                from None
+    values = [int(v) if v.is_integer() else v for v in values]
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _client_radius(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _print_warnings(caught) -> None:
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
+
+
+def _run_sectors(args) -> int:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = _client("TesscutClass", args).get_sectors(radius=_client_radius(args.radius), **_client_target(args))
+    _print_warnings(caught)
+    if len(table):
+        table.pprint_all()
+    return 0
+
+
+def _run_surveys(args) -> int:
+    import warnings
+
+    coords = _client_coordinates(args)
+    if coords is None:
+        raise MastcutError("give --ra and --dec (degrees)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        surveys = _client("ZcutClass", args).get_surveys(coordinates=coords, radius=_client_radius(args.radius))
+    _print_warnings(caught)
+    for name in surveys:
+        print(name)
+    return 0
+
+
+def _run_cutout(args) -> int:
+    import warnings
+
+    size = _client_size(args.size)
+    inflate = not args.no_inflate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.service == "tesscut":
+            table = _client("TesscutClass", args).download_cutouts(
+                size=size, sector=args.sector, path=args.out, inflate=inflate, **_client_target(args))
+        else:
+            coords = _client_coordinates(args)
+            if coords is None or args.name:
+                raise MastcutError(f"{args.service} takes --ra and --dec only")
+            if args.service == "zcut":
+                table = _client("ZcutClass", args).download_cutouts(
+                    coordinates=coords, size=size, survey=args.survey, cutout_format=args.cutout_format,
+                    path=args.out, inflate=inflate)
+            else:
+                table = _client("HapcutClass", args).download_cutouts(coordinates=coords, size=size, path=args.out,
+                                                                      inflate=inflate)
+    _print_warnings(caught)
+    for path in table["Local Path"]:
+        print(path)
+    return 0 if len(table) else 1
 
 
 # ---- fetch / demo (owner: pipeline) ---------------------------------------------------------
