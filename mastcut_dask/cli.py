@@ -243,8 +243,141 @@ def _run_cutout(args) -> int:
 
 
 # ---- fetch / demo (owner: pipeline) ---------------------------------------------------------
+def _add_run_options(p, *, with_cluster_address: bool) -> None:
+    if with_cluster_address:
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use a running Dask scheduler (e.g. tcp://host:8786) instead of a local cluster")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster (default: up to 4, one per core)")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="threads per worker of the local cluster (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_pipeline_commands(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "fetch", help="fetch cutouts for a target list into FITS + zarr, with a manifest and resume",
+        description="Fetch cutouts for every target of a CSV/Parquet list on a Dask cluster, "
+                    "never exceeding the request budget cluster-wide. Writes OUT/fits/..., "
+                    "OUT/cutouts.zarr and OUT/manifest.csv; running the same command again "
+                    "fetches only what is missing. Exit status: 0 when every row ended done, "
+                    "no_coverage or invalid; 1 when any failed.")
+    p.add_argument("targets", help="target list: CSV or Parquet (columns name or ra,dec; optional id, "
+                                   "size, sector, survey, moving, mt_type)")
+    p.add_argument("--service", choices=("tesscut", "zcut", "hapcut"), default="tesscut")
+    p.add_argument("--size", default="5",
+                   help="cutout size: pixels ('10'), ny,nx ('10,20') or an angle ('30 arcsec'); default 5")
+    p.add_argument("--out", required=True, help="output folder or fsspec URL (s3://bucket/run)")
+    p.add_argument("--sector", type=int, default=None, help="TESS sector for rows that name none")
+    p.add_argument("--survey", default=None, help="ZCut survey for rows that name none")
+    p.add_argument("--base-url", default=None, help="MAST base URL (default: $MASTCUT_MAST_URL or MAST)")
+    p.add_argument("--resolver-url", default=None, help="SANTA resolver URL (default: $MASTCUT_RESOLVER_URL or MAST's)")
+    p.add_argument("--max-concurrency", type=int, default=10, help="requests in flight, cluster-wide (default 10)")
+    p.add_argument("--max-rate", type=float, default=5.0,
+                   help="request starts per second, cluster-wide; 0 = no limit (default 5)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry rows recorded as no_coverage or invalid (failed rows always are)")
+    p.add_argument("--lightcurves", action="store_true",
+                   help="also store per-target light curves (TESS; aperture photometry stitched across sectors)")
+    _add_run_options(p, with_cluster_address=True)
+    p.set_defaults(func=_run_fetch)
+
+    d = sub.add_parser(
+        "demo", help="offline demo: emulator + local Dask cluster + a bundled 60-target list",
+        description="Start the MAST emulator and a local Dask cluster, fetch TESS cutouts and "
+                    "light curves for the bundled demo target list (TIC IDs, names, coordinates, "
+                    "a moving target, an uncovered position, a malformed row) and print a summary.")
+    d.add_argument("--out", default="demo-results", help="output folder (default %(default)s)")
+    d.add_argument("--max-cadences", type=int, default=400,
+                   help="cadences per TPF served by the emulator (default %(default)s; keeps the demo quick)")
+    _add_run_options(d, with_cluster_address=False)
+    d.set_defaults(func=_run_demo)
+
+
+def _cli_size(text: str):
+    """'10' → 10, '10,20' → (10, 20), '30 arcsec' → a Quantity."""
+    text = text.strip()
+    parts = [t for t in text.replace("x", ",").split(",") if t.strip()]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        from astropy import units as u
+
+        try:
+            return u.Quantity(text)
+        except (TypeError, ValueError):
+            raise MastcutError(f"--size {text!r}: give pixels ('10'), ny,nx ('10,20') or an angle ('30 arcsec')") from None
+    values = [int(v) if v.is_integer() else v for v in values]
+    if len(values) == 1:
+        return values[0]
+    return tuple(values)
+
+
+def _summary(table, elapsed: float | None, out: str) -> str:
+    from collections import Counter
+
+    counts = Counter(table["status"])
+    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "no_coverage", "invalid", "failed"))
+    took = f" in {elapsed:.1f} s" if elapsed is not None else ""
+    lines = [f"{len(table)} rows{took}: {parts}", f"results: {out}"]
+    for row in table:
+        if row["status"] == "failed":
+            lines.append(f"  failed {row['target_id']} {row['product']}: {row['error']}")
+    return "\n".join(lines)
+
+
+def _exit_status(table) -> int:
+    return 1 if any(status == "failed" for status in table["status"]) else 0
+
+
+def _run_fetch(args) -> int:
+    import mastcut_dask as mc
+
+    if args.scheduler and (args.workers or args.threads):
+        raise MastcutError("--scheduler and --workers/--threads exclude each other")
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        run = mc.fetch_cutouts(
+            args.targets, service=args.service, size=_cli_size(args.size), sector=args.sector,
+            survey=args.survey, out=args.out, base_url=args.base_url, resolver_url=args.resolver_url,
+            max_concurrency=args.max_concurrency, max_rate=args.max_rate, client=client,
+            lightcurve=True if args.lightcurves else None, retry_failed=args.retry_failed,
+            progress=not args.quiet, n_workers=args.workers, threads_per_worker=args.threads)
+        table = run.compute()
+    finally:
+        if client is not None:
+            client.close()
+    print(_summary(table, run.elapsed, run.settings.out))
+    return _exit_status(table)
+
+
+def _run_demo(args) -> int:
+    from importlib import resources
+
+    import mastcut_dask as mc
+    from .emulator import MastEmulator
+
+    targets = str(resources.files("mastcut_dask").joinpath("data/demo_targets.csv"))
+    with MastEmulator(max_cadences=args.max_cadences) as emu:
+        print(f"MAST emulator at {emu.url}", flush=True)
+        run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=args.out, base_url=emu.url,
+                               resolver_url=emu.resolver_url, max_concurrency=10, max_rate=5.0,
+                               lightcurve=True, progress=not args.quiet, n_workers=args.workers,
+                               threads_per_worker=args.threads)
+        table = run.compute()
+        stats = emu.stats()
+    print(_summary(table, run.elapsed, run.settings.out))
+    print(f"emulator: {stats['requests']} requests, at most {stats['max_in_flight']} in flight, "
+          f"{stats['status_counts'].get(503, 0)} answered 503")
+    tree = mc.open_cutouts(run.settings.out)
+    n_lc = sum(1 for node in tree.subtree if node.name == "lightcurve")
+    print(f"zarr store: {len(tree.children)} targets, {n_lc} stitched light curves; "
+          f"open it with mastcut_dask.open_cutouts({run.settings.out!r})")
+    return _exit_status(table)
 
 
 # ---- entry point ----------------------------------------------------------------------------
