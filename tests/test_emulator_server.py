@@ -1,0 +1,320 @@
+"""The emulator as a real HTTP server: routes, parameters, 400s, limits, stats, shutdown, CLI."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from mastcut_dask.emulator import MastEmulator
+
+TESS = "/tesscut/api/v0.1/"
+ZCUT = "/zcut/api/v0.1/"
+HAPCUT = "/hapcut/api/v0.1/"
+RECORDED_RESOLVER = "tests/data/resolver.json"
+
+
+def _recorded_resolver():
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "resolver.json"
+    return json.loads(path.read_text())["resolvedCoordinate"]
+
+
+# ---- resolver --------------------------------------------------------------------------------
+def test_resolver_answers_recorded_names_as_santa_did(emulator):
+    recorded = _recorded_resolver()
+    names = sorted({e["searchString"] for e in recorded})
+    r = requests.get(emulator.resolver_url,
+                     params={"name": names, "outputFormat": "json", "resolveAll": "True"},
+                     timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == ""
+    got = {(e["searchString"], e["resolver"]): (e["ra"], e["decl"]) for e in body["resolvedCoordinate"]}
+    want = {(e["searchString"], e["resolver"]): (e["ra"], e["decl"]) for e in recorded}
+    assert got == want
+
+
+def test_resolver_first_entry_only_unless_resolve_all(emulator):
+    r = requests.get(emulator.resolver_url, params={"name": "M101", "outputFormat": "json",
+                                                    "resolveAll": "False"}, timeout=10)
+    entries = r.json()["resolvedCoordinate"]
+    assert [(e["searchString"], e["resolver"]) for e in entries] == [("m101", "SIMBAD")]
+    r = requests.get(emulator.resolver_url, params={"name": "M101", "outputFormat": "json",
+                                                    "resolveAll": "False", "resolver": "NED"},
+                     timeout=10)
+    assert [e["resolver"] for e in r.json()["resolvedCoordinate"]] == ["NED"]
+
+
+def test_resolver_unknown_and_moving_names_give_no_entry(emulator):
+    r = requests.get(emulator.resolver_url, params={"name": ["Eleonora", "no such thing"],
+                                                    "outputFormat": "json"}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["resolvedCoordinate"] == []
+
+
+def test_resolver_tic_names_use_the_sky_position(emulator):
+    from mastcut_dask.emulator import tess
+
+    r = requests.get(emulator.resolver_url, params={"name": "TIC 32449963", "outputFormat": "json",
+                                                    "resolveAll": "False"}, timeout=10)
+    (entry,) = r.json()["resolvedCoordinate"]
+    assert entry["resolver"] == "TIC" and entry["searchString"] == "tic 32449963"
+    assert (entry["ra"], entry["decl"]) == pytest.approx(tess.tic_position(32449963, seed=0))
+
+
+def test_resolver_without_name_is_400(emulator):
+    r = requests.get(emulator.resolver_url, params={"outputFormat": "json"}, timeout=10)
+    assert r.status_code == 400 and "name" in r.json()["msg"]
+
+
+# ---- discovery and cutouts -------------------------------------------------------------------
+def test_sector_reply_is_all_strings_and_matches_the_sky(emulator):
+    from mastcut_dask.emulator import tess
+
+    r = requests.post(emulator.url + TESS + "sector",
+                      data={"ra": 135.1408, "dec": -5.1915, "radius": 0}, timeout=10)
+    assert r.status_code == 200
+    rows = r.json()["results"]
+    assert rows, "the seed document's position must be covered"
+    for row in rows:
+        assert set(row) == {"sectorName", "sector", "camera", "ccd"}
+        assert all(isinstance(v, str) for v in row.values())
+    want = [(c.sector, c.camera, c.ccd) for c in tess.sectors_at(135.1408, -5.1915, 0.0, seed=0)]
+    assert [(int(r["sector"]), int(r["camera"]), int(r["ccd"])) for r in rows] == want
+    assert rows[0]["sectorName"] == "tess-s{:04d}-{}-{}".format(*want[0])
+
+
+@pytest.mark.parametrize("radius, degrees", [("0.5d", 0.5), ("30m", 0.5), ("1800s", 0.5),
+                                             ("10px", 10 * 21 / 3600)])
+def test_radius_unit_suffixes(emulator, radius, degrees):
+    from mastcut_dask.emulator import tess
+
+    r = requests.get(emulator.url + TESS + "sector",
+                     params={"ra": 135.1408, "dec": -5.1915, "radius": radius}, timeout=10)
+    assert r.status_code == 200
+    want = [c.sector for c in tess.sectors_at(135.1408, -5.1915, degrees, seed=0)]
+    assert [int(x["sector"]) for x in r.json()["results"]] == want
+
+
+def test_cutout_zip_get_and_post_agree_and_sector_lists(emulator):
+    query = {"ra": 107.18696, "dec": -70.50919, "x": 3, "y": 4, "units": "px"}
+    r_get = requests.get(emulator.url + TESS + "astrocut", params=query, timeout=60)
+    r_post = requests.post(emulator.url + TESS + "astrocut", data=query, timeout=60)
+    assert r_get.status_code == r_post.status_code == 200
+    assert r_get.headers["Content-Type"] == "application/zip"
+    assert int(r_get.headers["Content-Length"]) == len(r_get.content)
+    assert r_get.content == r_post.content  # deterministic: same request, same bytes
+    names = zipfile.ZipFile(io.BytesIO(r_get.content)).namelist()
+    assert names and all(n.endswith("_3x4_astrocut.fits") for n in names)
+    sectors = sorted({int(n.split("-")[1][1:]) for n in names})
+    if len(sectors) >= 2:
+        # repeated keys and the literal list form select the same sectors
+        pair = sectors[:2]
+        a = requests.get(emulator.url + TESS + "astrocut", params={**query, "sector": pair},
+                         timeout=60)
+        b = requests.get(emulator.url + TESS + "astrocut",
+                         params={**query, "sector": f"[{pair[0]}, {pair[1]}]"}, timeout=60)
+        assert a.content == b.content
+        got = {int(n.split("-")[1][1:]) for n in zipfile.ZipFile(io.BytesIO(a.content)).namelist()}
+        assert got == set(pair)
+
+
+def test_no_data_replies(emulator):
+    from mastcut_dask.emulator import tess
+
+    # find an uncovered position deterministically
+    for i in range(2000):
+        ra, dec = (i * 7.31) % 360, -89 + (i * 3.77) % 178
+        if not tess.sectors_at(ra, dec, 0.0, seed=0):
+            break
+    else:
+        pytest.skip("the procedural sky covers every probed position")
+    r = requests.get(emulator.url + TESS + "astrocut", params={"ra": ra, "dec": dec, "x": 5, "y": 5},
+                     timeout=30)
+    assert r.status_code == 200
+    assert r.json() == {"msg": "Cutout Error: No FFIs found for input target. Cutout not performed."}
+    r = requests.post(emulator.url + HAPCUT + "astrocut",
+                      json={"ra": 102.7, "dec": 70.5, "x": 5.0, "y": 5.0, "units": "px"}, timeout=30)
+    assert r.status_code == 200
+    assert r.json() == {"msg": "Missing HAP files for input target. Cutout not performed.",
+                        "results": []}
+
+
+@pytest.mark.parametrize("path, params, fragment", [
+    (TESS + "sector", {"ra": 10, "dec": 20, "radius": "3q"}, "unit"),
+    (TESS + "sector", {"ra": 10}, "position"),
+    (TESS + "sector", {"ra": 10, "dec": 95}, "declination"),
+    (TESS + "astrocut", {"ra": 10, "dec": 20, "x": 5, "y": 5, "units": "furlong"}, "units"),
+    (TESS + "astrocut", {"ra": 10, "dec": 20, "x": 101, "y": 100}, "too large"),
+    (TESS + "astrocut", {"ra": 10, "dec": 20, "x": 0.6, "y": 0.6, "units": "d"}, "too large"),
+    (TESS + "astrocut", {"dec": 20, "x": 5, "y": 5}, "position"),
+    (TESS + "astrocut", {"ra": "abc", "dec": 20}, "ra"),
+    (TESS + "astrocut", {"ra": 10, "dec": 20, "sector": "eight"}, "sector"),
+    (TESS + "moving_target/astrocut", {"x": 5, "y": 5}, "obj_id"),
+    (ZCUT + "survey", {"ra": 10, "dec": 20, "radius": "1parsec"}, "unit"),
+    (ZCUT + "astrocut", {"ra": 189.49206, "dec": 62.20615, "survey": "no_such_survey"}, "survey"),
+    (ZCUT + "astrocut", {"ra": 189.49206, "dec": 62.20615, "format": "gif"}, "format"),
+    (ZCUT + "astrocut", {"ra": 189.49206, "dec": 62.20615, "cutout_format": "jpg",
+                         "stretch": "cubic"}, "stretch"),
+    (HAPCUT + "astrocut", {"ra": 351.347812, "dec": 28.497808, "x": 200, "y": 200}, "too large"),
+])
+def test_invalid_input_is_400_with_msg(emulator, path, params, fragment):
+    r = requests.get(emulator.url + path, params=params, timeout=30)
+    assert r.status_code == 400
+    assert fragment in r.json()["msg"].lower()
+
+
+def test_unknown_path_is_404_and_stats_endpoint(emulator):
+    before = emulator.stats()
+    r = requests.get(emulator.url + "/tesscut/api/v0.2/sector", timeout=10)
+    assert r.status_code == 404
+    stats = requests.get(emulator.url + "/emulator/stats", timeout=10).json()
+    assert stats["requests"] == before["requests"] + 1  # the stats call itself is not counted
+    assert stats["status_counts"]["404"] == before["status_counts"].get(404, 0) + 1
+    assert {"requests", "max_in_flight", "status_counts", "bytes_sent"} <= set(stats)
+    entry = emulator.request_log()[-1]
+    assert entry["path"] == "/tesscut/api/v0.2/sector" and entry["status"] == 404
+    assert {"start", "end", "method", "params", "bytes"} <= set(entry)
+
+
+def test_oversized_body_is_refused():
+    with MastEmulator() as emu:
+        r = requests.post(emu.resolver_url, data=b"name=" + b"x" * (2 << 20), timeout=30)
+        assert r.status_code == 413
+
+
+# ---- limits ----------------------------------------------------------------------------------
+def _fire_together(url, n, params):
+    barrier = threading.Barrier(n)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def one():
+        with requests.Session() as s:
+            barrier.wait()
+            r = s.get(url, params=params, timeout=60)
+        with lock:
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Counter(statuses)
+
+
+def test_concurrency_limit_rejects_exactly_the_excess():
+    # The admitted requests hold their slot for the latency, far longer than it takes the
+    # other requests to arrive on loopback, so exactly 25 - 10 are refused.
+    with MastEmulator(latency=1.5, max_concurrency=10) as emu:
+        counts = _fire_together(emu.resolver_url, 25, {"name": "M1", "outputFormat": "json"})
+        stats = emu.stats()
+    assert counts == {200: 10, 503: 15}
+    assert stats["max_in_flight"] == 10
+    assert stats["status_counts"] == {200: 10, 503: 15}
+    assert stats["rejected"] == 15
+
+
+def test_503_page_and_reason_phrase():
+    with MastEmulator(latency=1.0, max_concurrency=1) as emu:
+        host, port = urlsplit(emu.url).hostname, urlsplit(emu.url).port
+        holder = threading.Thread(target=requests.get, args=(emu.resolver_url,),
+                                  kwargs={"params": {"name": "M1"}, "timeout": 30})
+        holder.start()
+        # wait (on the server's own counter, not the clock) until the first request is in flight
+        while emu.stats()["in_flight"] < 1:
+            threading.Event().wait(0.01)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.request("GET", "/Santa-war/query?name=M1")
+        resp = conn.getresponse()
+        assert resp.status == 503
+        assert resp.reason == "Service Temporarily Unavailable"
+        assert b"Service Temporarily Unavailable" in resp.read()
+        conn.close()
+        holder.join()
+
+
+def test_max_rate_window_counts_exactly():
+    # 0.2 per second = one start per 5 s window: of six quick requests exactly one gets in.
+    with MastEmulator(max_rate=0.2) as emu:
+        with requests.Session() as s:
+            codes = [s.get(emu.resolver_url, params={"name": "M1"}, timeout=10).status_code
+                     for _ in range(6)]
+    assert codes == [200, 503, 503, 503, 503, 503]
+
+
+def test_max_rate_never_exceeded_in_any_second():
+    with MastEmulator(max_rate=5) as emu:
+        counts = _fire_together(emu.resolver_url, 30, {"name": "M1"})
+        log = emu.request_log()
+    assert counts[503] > 0
+    starts = sorted(e["start"] for e in log if e["status"] == 200)
+    for i, t in enumerate(starts):
+        assert sum(1 for u in starts[i:] if u < t + 1.0) <= 5
+
+
+def test_stop_is_prompt_with_a_stalled_request():
+    emu = MastEmulator(faults={"stall": 1.0}, stall_seconds=600).start()
+    outcome: list[object] = []
+
+    def stalled():
+        try:
+            outcome.append(requests.get(emu.resolver_url, params={"name": "M1"}, timeout=300))
+        except requests.RequestException as err:
+            outcome.append(err)
+
+    t = threading.Thread(target=stalled)
+    t.start()
+    while emu.stats()["in_flight"] < 1:
+        threading.Event().wait(0.01)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(emu.resolver_url, params={"name": "M1"}, timeout=0.5)
+    emu.stop()
+    t.join(timeout=20)
+    assert not t.is_alive(), "stop() left a stalled request hanging"
+    assert isinstance(outcome[0], requests.RequestException)
+
+
+def test_two_hundred_connections_are_all_answered():
+    with MastEmulator(latency=0.5, max_concurrency=10) as emu:
+        counts = _fire_together(emu.resolver_url, 200, {"name": "M1"})
+        after = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
+    assert sum(counts.values()) == 200
+    assert set(counts) <= {200, 503} and counts[200] >= 10 and counts[503] >= 1
+    assert after.status_code == 200
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+def test_mastcut_emulate_subprocess():
+    proc = subprocess.Popen([sys.executable, "-m", "mastcut_dask.cli", "emulate", "--port", "0",
+                             "--max-cadences", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = proc.stdout.readline().strip()
+        resolver = proc.stdout.readline().strip()
+        assert base.startswith("MAST emulator base URL: http://127.0.0.1:")
+        base_url = base.rsplit(" ", 1)[1]
+        assert resolver == f"resolver URL: {base_url}/Santa-war/query"
+        r = requests.get(resolver.rsplit(" ", 1)[1], params={"name": "M101", "outputFormat": "json"},
+                         timeout=10)
+        assert r.json()["resolvedCoordinate"][0]["canonicalName"] == "M 101"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "served 1 requests" in out
