@@ -191,6 +191,30 @@ def header_text(header: fits.Header) -> str:
     return header.tostring(sep="\n", endcard=False, padding=False)
 
 
+def hdulist_header_texts(hdul: fits.HDUList) -> list[str]:
+    """Every header of ``hdul`` as card text; unparsable cards are kept as the file wrote them.
+
+    astropy refuses to print a header holding a malformed card (e.g. a broken CONTINUE);
+    then the header is written card by card, such cards as read from the file.
+    """
+    texts = []
+    for index, hdu in enumerate(hdul):
+        try:
+            texts.append(header_text(hdu.header))
+        except Exception as err:  # astropy's VerifyError and friends, on hostile headers
+            log.info("HDU %d header not printable by astropy (%s); keeping raw cards", index, err)
+            texts.append("\n".join(_card_text(card) for card in hdu.header.cards))
+    return texts
+
+
+def _card_text(card: fits.Card) -> str:
+    try:
+        return str(card)
+    except Exception:  # astropy keeps the 80 characters it read in ``_image``
+        raw = getattr(card, "_image", None)
+        return raw if isinstance(raw, str) else f"{card.keyword:8.8}= 'unparsable card'".ljust(80)
+
+
 def fits_headers(ds) -> list[fits.Header]:
     """Rebuild the FITS headers of the file a dataset was decoded from.
 
@@ -227,9 +251,18 @@ def plain(value: Any) -> str | int | float | bool | None:
     return str(value)
 
 
+def header_value(header: fits.Header, key: str):
+    """``header.get(key)``, but ``None`` for a card astropy cannot parse (hostile headers)."""
+    try:
+        return header.get(key)
+    except Exception as err:  # VerifyError and ValueError from malformed cards
+        log.info("keyword %s unparsable: %s", key, err)
+        return None
+
+
 def header_int(header: fits.Header, key: str) -> int | None:
     """An integer keyword, or ``None`` when absent, undefined, empty or not integral."""
-    value = plain(header.get(key))
+    value = plain(header_value(header, key))
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float):
@@ -244,7 +277,7 @@ def header_int(header: fits.Header, key: str) -> int | None:
 
 def header_float(header: fits.Header, key: str) -> float | None:
     """A numeric keyword as float, or ``None`` when absent, undefined or not a number."""
-    value = plain(header.get(key))
+    value = plain(header_value(header, key))
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
@@ -258,7 +291,7 @@ def header_float(header: fits.Header, key: str) -> float | None:
 
 def header_str(header: fits.Header, key: str) -> str:
     """A keyword as a stripped string; ``""`` when absent or undefined."""
-    value = plain(header.get(key))
+    value = plain(header_value(header, key))
     return "" if value is None else str(value)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
-from .decode import OpenedSource, header_float, header_str, header_text, quiet_wcs
+from .decode import OpenedSource, hdulist_header_texts, header_float, header_str, quiet_wcs
 from .exceptions import DecodeError
 
 __all__ = ["build_image_dataset", "band_label"]
@@ -40,7 +40,7 @@ def band_label(header: fits.Header, index: int) -> str:
     for key in ("FILTER", "FILTER1", "FILTER2"):
         value = header_str(header, key)
         if value and not value.upper().startswith(("CLEAR", "N/A", "NONE")):
-            return value.upper()
+            return value
     orig = header_str(header, "ORIG_FLE")
     if orig:
         match = _FILTER_IN_NAME.search(orig)
@@ -145,7 +145,7 @@ def _zcut_dataset(opened: OpenedSource, images) -> xr.Dataset:
     match = _SURVEY_IN_NAME.match(opened.name or "")
     attrs["survey"] = match.group(1) if match else ""
     attrs["wcs_valid"] = bool(wcs_valid)
-    attrs["fits_headers"] = [header_text(hdu.header) for hdu in opened.hdul]
+    attrs["fits_headers"] = hdulist_header_texts(opened.hdul)
     var_attrs = {"units": unit} if unit else {}
     return xr.Dataset({"image": (("band", "y", "x"), cube, var_attrs)}, coords=coords, attrs=attrs)
 
@@ -177,7 +177,7 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
     attrs["instrument"] = header_str(primary, "INSTRUME")
     attrs["detector"] = header_str(primary, "DETECTOR")
     attrs["wcs_valid"] = sky is not None
-    attrs["fits_headers"] = [header_text(hdu.header) for hdu in opened.hdul]
+    attrs["fits_headers"] = hdulist_header_texts(opened.hdul)
     sci_unit = header_str(sci_hdu.header, "BUNIT")
     with np.errstate(invalid="ignore"):
         valid = np.nan_to_num(wht) > 0  # MVM mosaics zero-fill where no exposure landed

@@ -15,6 +15,7 @@ service files. Quirks are decoded, never fatal; each one found is named in
 ``aperture_wcs_invalid``  APERTURE WCS unusable or far from RA_OBJ/DEC_OBJ → ``wcs_valid=False``
 ``ffi_file_truncated``    FFI_FILE values cut at the column width (38 characters)
 ``undefined_keywords``    header keywords with undefined values (kept as such in the header text)
+``unparsable_card``       a header card astropy cannot parse; read as absent, kept raw in the text
 
 Columns are big-endian in every FITS file; all arrays are returned in native byte order.
 """
@@ -35,7 +36,7 @@ from .decode import (
     header_float,
     header_int,
     header_str,
-    header_text,
+    hdulist_header_texts,
     quiet_wcs,
 )
 from .exceptions import DecodeError
@@ -301,10 +302,10 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
         coords["row"] = (("y", "x"), row0 + ii, {"long_name": "CCD row (1-based, from 2CRVnP)"})
         coords["column"] = (("y", "x"), col0 + jj, {"long_name": "CCD column (1-based, from 1CRVnP)"})
 
-    if _has_undefined(hdul):
+    if _has_undefined(hdul, quirks):
         quirks.append("undefined_keywords")
     attrs["quirks"] = sorted(set(quirks))
-    attrs["fits_headers"] = [header_text(hdu.header) for hdu in hdul]
+    attrs["fits_headers"] = hdulist_header_texts(hdul)
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return ds
 
@@ -446,9 +447,15 @@ def _sky_coords(header: fits.Header, shape: tuple[int, int], attrs: dict):
     return True, (np.asarray(ra, np.float64), np.asarray(dec, np.float64))
 
 
-def _has_undefined(hdul: fits.HDUList) -> bool:
+def _has_undefined(hdul: fits.HDUList, quirks: list[str]) -> bool:
+    found = False
     for hdu in hdul:
         for card in hdu.header.cards:
-            if isinstance(card.value, fits.card.Undefined):
-                return True
-    return False
+            try:
+                value = card.value
+            except Exception:  # a malformed card: kept raw in the header text
+                if "unparsable_card" not in quirks:
+                    quirks.append("unparsable_card")
+                continue
+            found = found or isinstance(value, fits.card.Undefined)
+    return found

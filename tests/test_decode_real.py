@@ -241,3 +241,13 @@ def test_image_bytes_input_is_sniffed(real):
     ds = image_to_xarray(raw)
     assert ds.image.shape == (100, 100)
     assert io.BytesIO(raw).read(3) == b"\xff\xd8\xff"
+
+
+def test_unparsable_header_card_is_kept_raw_not_fatal(real):
+    raw = bytearray(real["asteroid"].read_bytes())
+    card = raw.index(b"OBJECT  = ")
+    raw[card:card + 80] = b"CONTINUE  'an unterminated long string".ljust(80)
+    ds = tpf_to_xarray(bytes(raw))
+    assert ds.flux.shape == (1, 10, 11)
+    assert "CONTINUE  'an unterminated long string" in ds.attrs["fits_headers"][0]
+    assert ds.attrs["object"] == ""
