@@ -26,6 +26,7 @@ options may be given as Python values or as their raw wire strings (``"[0.5, 99.
 
 from __future__ import annotations
 
+from .hapcut import hapcut_cutout_files
 from .imagecut import MAX_CUTOUT_PIXELS, ImageParams, parse_image_params
 from .zcut import zcut_cutout_files, zcut_survey_names, zcut_surveys_at
 
@@ -38,12 +39,3 @@ __all__ = [
     "zcut_cutout_files",
     "hapcut_cutout_files",
 ]
-
-
-def __getattr__(name):
-    # hapcut is imported lazily so a ZCut-only caller never pays for the HAP catalog.
-    if name == "hapcut_cutout_files":
-        from .hapcut import hapcut_cutout_files
-
-        return hapcut_cutout_files
-    raise AttributeError(name)

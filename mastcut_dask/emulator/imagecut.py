@@ -376,7 +376,7 @@ class SourceList:
         eta = rng.uniform(-half_height_deg, half_height_deg, n)
         # Steep number counts: many faint galaxies, few bright ones.
         mag = 28.5 - 2.5 * np.log10(1.0 + 200.0 * rng.pareto(1.5, n))
-        mag = np.clip(mag, 17.0, 29.0)
+        mag = np.clip(mag, 18.0, 29.0)
         is_star = rng.random(n) < 0.05
         radius = np.where(is_star, 0.0, rng.lognormal(math.log(0.25), 0.5, n))
         axis = rng.uniform(0.3, 1.0, n)
@@ -386,6 +386,12 @@ class SourceList:
         slope = np.where(is_star, rng.normal(0.4, 0.3, n), rng.normal(-0.3, 0.4, n))
         if anchors:
             a = np.asarray(anchors, dtype=float)
+            # Anchors are isolated standard stars: nothing else within 4 arcsec.
+            clear = np.ones(n, dtype=bool)
+            for axi, aeta, _ in a:
+                clear &= np.hypot(xi - axi, eta - aeta) * 3600.0 > 4.0
+            xi, eta, mag, slope = xi[clear], eta[clear], mag[clear], slope[clear]
+            size_x, size_y = size_x[clear], size_y[clear]
             xi, eta, mag = (np.concatenate([a[:, 0], xi]), np.concatenate([a[:, 1], eta]),
                             np.concatenate([a[:, 2], mag]))
             zeros = np.zeros(len(a))
@@ -455,7 +461,10 @@ def render_window(grid: TanGrid, band: Band, sources: PixelSources, salt: int,
     """
     xs = np.arange(x0, x0 + nx)
     ys = np.arange(y0, y0 + ny)
-    image = band.background + band.noise * pixel_noise(salt, xs, ys)
+    if band.noise > 0:
+        image = band.background + band.noise * pixel_noise(salt, xs, ys)
+    else:
+        image = np.full((ny, nx), float(band.background))
     psf = band.psf_fwhm_arcsec * _SIGMA_PER_FWHM / grid.scale_arcsec
     sig_x = np.hypot(sources.size_x, psf)
     sig_y = np.hypot(sources.size_y, psf)
@@ -483,10 +492,14 @@ def render_window(grid: TanGrid, band: Band, sources: PixelSources, salt: int,
 def card(key: str, value=None, comment: str = "") -> str:
     """One 80-character FITS card image (astropy does the value formatting)."""
     if key in ("HISTORY", "COMMENT", ""):
-        return fits.Card(key, value or "").image
+        # One card only: longer text would spill into a second card and shift the header.
+        return fits.Card(key, str(value or "")[:72]).image
     if comment and len(key) + len(repr(value)) + len(comment) > 66:
         # Real files truncate long comments; astropy would warn doing the same.
-        plain = fits.Card(key, value).image.rstrip()
+        plain = fits.Card(key, value).image
+        if len(plain) > 80:   # a long string already spans CONTINUE cards: no room left
+            return plain
+        plain = plain.rstrip()
         room = 80 - len(plain) - 3
         return (plain + (" / " + comment[:room] if room > 0 else "")).ljust(80)
     return fits.Card(key, value, comment).image

@@ -28,7 +28,7 @@ candels_gn_30mas has F606W, F814W, F850LP (``hlsp_candels_hst_acs_gn-tot-30mas_<
 3dhst_goods-n has the ten images of the astroquery docs (IRAC 1, 3, 4, 2; Mayall U; Subaru
 Rc, V, Ic, z', B), in that order.
 
-Every field has a bright (mag 19) star at its *anchor* position, so a cutout there shows a
+Every field has a bright (mag 16) star, isolated (nothing else within 4"), at its *anchor* position, so a cutout there shows a
 point source exactly where the WCS puts the anchor; the rest are procedurally drawn galaxies
 and stars (about 0.02 per arcsec², seeded by ``seed``), with a Gaussian PSF per band.
 Noise is a hash of the global pixel index, so overlapping cutouts agree pixel for pixel.
@@ -62,7 +62,8 @@ from .imagecut import (IMAGE_FORMATS, Band, PixelSources, SourceList, TanGrid, c
                        parse_units, point_in_polygon, polygon_mask, render_window, size_label,
                        size_to_pixels, stable_seed, tan_project, _positive)
 
-__all__ = ["zcut_surveys_at", "zcut_survey_names", "zcut_cutout_files", "zcut_survey"]
+__all__ = ["zcut_surveys_at", "zcut_survey_names", "zcut_cutout_files", "zcut_survey", "survey_grid",
+           "SURVEYS", "FIELDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def _field_sources(key: str, seed: int) -> SourceList:
     field = _FIELDS[key]
     axi, aeta, _ = tan_project(*field.center, *field.anchor)
     return SourceList.generate(key, seed, *field.half_size, per_arcsec2=0.02,
-                               anchors=[(float(axi), float(aeta), 19.0)])
+                               anchors=[(float(axi), float(aeta), 16.0)])
 
 
 @lru_cache(maxsize=64)
