@@ -25,6 +25,7 @@ import re
 import uuid
 import warnings
 from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from .archive import (
     ArchiveLimits,
@@ -310,11 +311,16 @@ class _CutoutClient:
         from dataclasses import replace
 
         base = self._base_options or ServiceOptions()
-        return replace(base, base_url=resolve_base_url(self._base_url or (self._base_options.base_url
+        options = replace(base, base_url=resolve_base_url(self._base_url or (self._base_options.base_url
                                                                          if self._base_options else None)),
                        resolver_url=resolve_resolver_url(self._resolver_url or (
                            self._base_options.resolver_url if self._base_options else None)),
                        **self._overrides)
+        for name in ("base_url", "resolver_url"):
+            parts = urlsplit(getattr(options, name))
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InvalidQueryError(f"{name} {getattr(options, name)!r} must be an http(s) URL.")
+        return options
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.options.base_url!r})"
