@@ -28,6 +28,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 import uuid
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any, Iterable, Iterator, Mapping
@@ -233,6 +234,12 @@ def _is_local(fs) -> bool:
     from fsspec.implementations.local import LocalFileSystem
 
     return isinstance(fs, LocalFileSystem)
+
+
+def _object_store(fs) -> bool:
+    """Stores where a single PUT replaces an object atomically (S3, GCS, Azure, memory)."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return bool({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"} & set(protocols))
 
 
 def _join(root: str, relpath: str) -> str:
@@ -597,6 +604,11 @@ class Manifest:
         The store: local path or fsspec URL. Created if needed.
     storage_options : dict, optional
         fsspec options for OUT.
+    remote_flush_interval : float
+        Remote stores only: rewrite the file at most this often (seconds), plus on `flush` /
+        `close`. Each rewrite sends the whole file, so with many thousands of rows a small
+        interval (e.g. 1 s) trades "a crash loses what was in flight" for "... plus up to that
+        many seconds of results". 0 (default) rewrites on every append.
 
     Examples
     --------
@@ -605,8 +617,12 @@ class Manifest:
     ...     m.append(ManifestRow("tic_1", "tesscut", "s0008-1-1", "done", ...))
     """
 
-    def __init__(self, out: str, storage_options: Mapping[str, Any] | None = None):
+    def __init__(self, out: str, storage_options: Mapping[str, Any] | None = None, *,
+                 remote_flush_interval: float = 0.0):
         self.out = str(out)
+        self.remote_flush_interval = float(remote_flush_interval)
+        self._dirty = False
+        self._last_flush: float | None = None
         self.storage_options = dict(storage_options or {})
         self._fs, self._root = _fs(self.out, self.storage_options)
         self._path = _join(self._root, MANIFEST_NAME)
@@ -692,7 +708,26 @@ class Manifest:
             self._rows[row.key] = row
             self._verified.discard(row.key)
         if not self._local:
+            self._dirty = True
+            if self._last_flush is None or time.monotonic() - self._last_flush >= self.remote_flush_interval:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write rows not yet on storage (remote stores with a ``remote_flush_interval``)."""
+        if self._dirty:
             self._rewrite_remote()
+            self._dirty = False
+            self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush; the manifest stays readable in memory."""
+        self.flush()
+
+    def __enter__(self) -> "Manifest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _append_local(self, rows: list[ManifestRow]) -> None:
         os.makedirs(self._root, exist_ok=True)
@@ -712,8 +747,14 @@ class Manifest:
         writer.writeheader()
         for row in self._rows.values():
             writer.writerow(row.as_csv())
+        data = buf.getvalue().encode("utf-8")
+        if _object_store(self._fs):
+            # One PUT of the whole body: object stores show the old or the new object, never
+            # a mix, so the temporary + copy would only double the traffic.
+            self._fs.pipe_file(self._path, data)
+            return
         tmp = _staging_path(self._root, MANIFEST_NAME)
-        self._fs.pipe_file(tmp, buf.getvalue().encode("utf-8"))
+        self._fs.pipe_file(tmp, data)
         self._fs.mv(tmp, self._path)
 
     # -- resume

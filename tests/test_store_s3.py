@@ -162,3 +162,14 @@ def test_read_targets_from_s3(s3_out):
     tl = read_targets(f"{out}/targets.csv", storage_options=options)
     assert [t.target_id for t in tl.targets] == ["tic_307210830", "ra135.140800_dec-5.191500"]
     assert [bad.row for bad in tl.invalid] == [3]
+
+
+def test_remote_flush_interval_batches_rewrites_until_flush(s3_out):
+    out, options = s3_out
+    rows = [ManifestRow(f"t{i}", "zcut", status="no_coverage") for i in range(5)]
+    with Manifest(out, storage_options=options, remote_flush_interval=3600) as manifest:
+        manifest.append(rows[0])  # the first append always goes out
+        for row in rows[1:]:
+            manifest.append(row)
+        assert len(Manifest(out, storage_options=options)) == 1
+    assert Manifest(out, storage_options=options).rows == rows
