@@ -396,3 +396,26 @@ def test_moving_cutout_cap_and_other_objects():
             assert fname.startswith("2001_XY") and "/" not in fname
     hostile = tess.moving_cutout_files("../../etc/passwd", None, 3, 3, "px", max_cadences=2)
     assert all(".." not in n and "/" not in n for n, _ in hostile)
+
+
+# ------------------------------------------------------------------ through the HTTP server
+def test_the_served_zip_holds_exactly_these_files(emulator):
+    import zipfile
+    from urllib.parse import urljoin
+
+    import requests
+
+    url = urljoin(emulator.url.rstrip("/") + "/", "tesscut/api/v0.1/astrocut")
+    params = {"ra": 107.18696, "dec": -70.50919, "x": 7, "y": 4, "units": "px"}
+    reply = requests.get(url, params=params, timeout=60)
+    assert reply.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(reply.content)) as zf:
+        served = {n: zf.read(n) for n in zf.namelist()}
+    expected = dict(tess.cutout_files(107.18696, -70.50919, 7, 4, "px", max_cadences=emulator.max_cadences,
+                                      seed=emulator.seed))
+    assert served == expected
+    assert len(expected) == len(tess.sectors_at(107.18696, -70.50919, seed=emulator.seed))
+    sectors = requests.get(urljoin(emulator.url.rstrip("/") + "/", "tesscut/api/v0.1/moving_target/sector"),
+                           params={"obj_id": "Ceres"}, timeout=60).json()["results"]
+    assert [(r["sector"], r["camera"], r["ccd"]) for r in sectors] == [
+        ("29", "1", "4"), ("43", "3", "3"), ("44", "2", "4"), ("92", "4", "3"), ("97", "1", "4")]

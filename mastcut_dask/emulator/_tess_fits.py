@@ -66,8 +66,9 @@ def header_bytes(cards: Iterable[Card]) -> bytes:
     return raw + b" " * (-len(raw) % BLOCK)
 
 
-def _pad(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % BLOCK)
+def _padding(nbytes: int) -> bytes:
+    """Zero fill that completes a data unit of ``nbytes`` to a multiple of 2880."""
+    return b"\0" * (-nbytes % BLOCK)
 
 
 # ------------------------------------------------------------------ times and names
@@ -385,8 +386,10 @@ def tpf_bytes(*, c: CcdId, cad: Cadences, rows_idx: np.ndarray, flux: np.ndarray
     ]
     acards = _inherit(acards, primary)
 
+    tab_bytes = tab.tobytes()
+    ap_bytes = np.ascontiguousarray(aperture, dtype=">i4").tobytes()
     return b"".join([
         header_bytes(primary),
-        header_bytes(hcards), _pad(tab.tobytes()),
-        header_bytes(acards), _pad(np.ascontiguousarray(aperture, dtype=">i4").tobytes()),
+        header_bytes(hcards), tab_bytes, _padding(len(tab_bytes)),
+        header_bytes(acards), ap_bytes, _padding(len(ap_bytes)),
     ])

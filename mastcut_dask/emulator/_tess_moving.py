@@ -103,7 +103,7 @@ def moving_tpf(obj_id: str, path: MovingPath, nx: int, ny: int, max_cadences: in
     w = layout(seed).wcs[c]
     tra, tdec = tan_pixel_to_world(w, x[idx], y[idx])
     moving = {"TGT_X": x[idx] - col0[idx], "TGT_Y": y[idx] - row0[idx], "TGT_RA": tra, "TGT_DEC": tdec}
-    aperture = np.zeros((FFI_ROWS, FFI_COLS), dtype=np.int32)
+    aperture = np.zeros((FFI_ROWS, FFI_COLS), dtype=">i4")  # written as is, no byte swap
     for r0, c0 in set(zip(row0[idx].tolist(), col0[idx].tolist())):
         aperture[r0:r0 + ny, c0:c0 + nx] = 1
     tstart, tstop = float(cad.time[idx[0]]), float(cad.time[idx[-1]])
