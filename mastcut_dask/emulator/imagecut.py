@@ -492,8 +492,12 @@ def render_window(grid: TanGrid, band: Band, sources: PixelSources, salt: int,
 def card(key: str, value=None, comment: str = "") -> str:
     """One 80-character FITS card image (astropy does the value formatting)."""
     if key in ("HISTORY", "COMMENT", ""):
-        # One card only: longer text would spill into a second card and shift the header.
-        return fits.Card(key, str(value or "")[:72]).image
+        # Commentary cards are plain text from column 9; cut at 72 characters so the text
+        # never spills into a second card (and formatted by hand: they are most of a header).
+        text = str(value or "")[:72]
+        if not text.isascii() or not text.isprintable():
+            raise ValueError(f"commentary card text must be printable ASCII: {text!r}")
+        return f"{key:8s}{text}".ljust(80)
     if comment and len(key) + len(repr(value)) + len(comment) > 66:
         # Real files truncate long comments; astropy would warn doing the same.
         plain = fits.Card(key, value).image
