@@ -339,10 +339,11 @@ def _aperture(hdu, shape: tuple[int, int], quirks: list[str]) -> np.ndarray:
     if hdu is None:
         quirks.append("aperture_missing")
         return np.ones(shape, dtype=bool)
-    data = hdu.data
-    if data is None or data.shape != shape:
+    if tuple(hdu.shape) != tuple(shape):
+        # moving targets: a full-FFI map of every pixel the path used; not read (17 MB)
         quirks.append("aperture_not_cutout")
         return np.ones(shape, dtype=bool)
+    data = hdu.data
     if data.dtype.kind == "f":
         quirks.append("aperture_float")
         return np.nan_to_num(np.asarray(data, dtype=np.float64)) != 0
