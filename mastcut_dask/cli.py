@@ -35,7 +35,8 @@ def _add_emulate(sub) -> None:
                    help="inject a fault with probability P; repeatable. Names: 503, 504, "
                         "truncate, reset, stall, nodata_transient, badzip, zipslip, zipbomb, html200")
     p.add_argument("--stall-seconds", type=float, default=30.0, help="how long a 'stall' fault holds")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sky and the faults")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault and jitter generators")
+    p.add_argument("--sky-seed", type=int, default=0, help="seed of the procedural sky")
     p.add_argument("--max-cadences", type=int, default=None,
                    help="cap the cadences per TPF (default: the mission's real counts)")
     p.set_defaults(func=_run_emulate)
@@ -59,7 +60,8 @@ def _run_emulate(args) -> int:
         emu = MastEmulator(host=args.host, port=args.port, latency=args.latency,
                            latency_jitter=args.latency_jitter, bandwidth=args.bandwidth,
                            max_concurrency=args.max_concurrency, max_rate=args.max_rate,
-                           faults=faults, seed=args.seed, max_cadences=args.max_cadences,
+                           faults=faults, seed=args.seed, sky_seed=args.sky_seed,
+                           max_cadences=args.max_cadences,
                            stall_seconds=args.stall_seconds)
         emu.start()
     except (ValueError, OSError) as err:

@@ -131,6 +131,20 @@ def test_cutout_zip_get_and_post_agree_and_sector_lists(emulator):
         assert got == set(pair)
 
 
+def test_fault_seed_does_not_change_the_sky_but_sky_seed_does():
+    query = {"ra": 107.18696, "dec": -70.50919, "x": 3, "y": 3, "sector": 33}
+
+    def body(**kw):
+        with MastEmulator(max_cadences=5, **kw) as emu:
+            r = requests.get(emu.url + TESS + "astrocut", params=query, timeout=60)
+            assert r.status_code == 200
+            return r.content
+
+    base = body()
+    assert body(seed=7) == base
+    assert body(sky_seed=7) != base
+
+
 def test_no_data_replies(emulator):
     from mastcut_dask.emulator import tess
 

@@ -120,7 +120,7 @@ def _route_tess_sector(emu: MastEmulator, p: RequestParams) -> Reply:
     radius = p.radius_deg(0.0)
     from . import tess
 
-    ccds = tess.sectors_at(ra, dec, radius, seed=emu.seed)
+    ccds = tess.sectors_at(ra, dec, radius, seed=emu.sky_seed)
     return Reply.json({"results": _sector_rows(ccds)})
 
 
@@ -136,7 +136,7 @@ def _route_tess_mt_sector(emu: MastEmulator, p: RequestParams) -> Reply:
     from . import tess
 
     return Reply.json({"results": _sector_rows(tess.moving_sectors(obj_id, obj_type,
-                                                                   seed=emu.seed))})
+                                                                   seed=emu.sky_seed))})
 
 
 def _zip_name(service: str, ra: float, dec: float, size) -> str:
@@ -150,7 +150,7 @@ def _route_tess_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
     from . import tess
 
     files = tess.cutout_files(ra, dec, size.x, size.y, size.units, sectors=sectors,
-                              max_cadences=emu.max_cadences, seed=emu.seed)
+                              max_cadences=emu.max_cadences, seed=emu.sky_seed)
     if not files:
         return Reply.json({"msg": TESS_NO_DATA_MSG})
     return Reply(files=files, zip_name=_zip_name("astrocut", ra, dec, size))
@@ -164,7 +164,7 @@ def _route_tess_mt_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
 
     files = tess.moving_cutout_files(obj_id, obj_type, size.x, size.y, size.units,
                                      sectors=sectors, max_cadences=emu.max_cadences,
-                                     seed=emu.seed)
+                                     seed=emu.sky_seed)
     if not files:
         return Reply.json({"msg": TESS_NO_DATA_MSG})
     return Reply(files=files, zip_name=f"astrocut_{obj_id.replace(' ', '_')}.zip")
@@ -177,7 +177,7 @@ def _route_zcut_survey(emu: MastEmulator, p: RequestParams) -> Reply:
     from . import deepfields
 
     return Reply.json({"surveys": deepfields.zcut_surveys_at(ra, dec, radius,
-                                                             seed=emu.seed)})
+                                                             seed=emu.sky_seed)})
 
 
 def _route_zcut_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
@@ -194,7 +194,8 @@ def _route_zcut_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
                          f"{', '.join(deepfields.zcut_survey_names())}")
     files = deepfields.zcut_cutout_files(
         ra, dec, size.x, size.y, size.units, survey=survey, fmt=fmt, stretch=stretch,
-        minmax_percent=minmax_percent, minmax_value=minmax_value, invert=invert, seed=emu.seed)
+        minmax_percent=minmax_percent, minmax_value=minmax_value, invert=invert,
+        seed=emu.sky_seed)
     if not files:
         return Reply.json({"msg": ZCUT_NO_DATA_MSG})
     return Reply(files=files, zip_name=_zip_name("zcut", ra, dec, size))
@@ -205,14 +206,14 @@ def _route_hapcut_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
     size = p.size()
     from . import deepfields
 
-    files = deepfields.hapcut_cutout_files(ra, dec, size.x, size.y, size.units, seed=emu.seed)
+    files = deepfields.hapcut_cutout_files(ra, dec, size.x, size.y, size.units, seed=emu.sky_seed)
     if not files:
         return Reply.json({"msg": HAPCUT_NO_DATA_MSG, "results": []})
     return Reply(files=files, zip_name=_zip_name("hapcut", ra, dec, size))
 
 
 def _route_resolver(emu: MastEmulator, p: RequestParams) -> Reply:
-    return Reply.json(santa_reply(p, seed=emu.seed))
+    return Reply.json(santa_reply(p, seed=emu.sky_seed))
 
 
 # Each route validates its input before importing the sky module it needs: invalid requests
@@ -323,9 +324,14 @@ class MastEmulator:
     faults : mapping of str to float, optional
         Fault name → probability (see :mod:`mastcut_dask.emulator.faults`).
     seed : int
-        Seed of the sky and of the fault and jitter generators.
+        Seed of the fault and jitter generators: the same seed and request order give the
+        same faults.
     max_cadences : int, optional
         Cap on cadences per TPF, for fast tests. None = the mission's real counts.
+    sky_seed : int
+        Seed of the procedural sky (:mod:`.tess`, :mod:`.deepfields`). Kept apart from
+        ``seed`` so that runs with different fault sequences serve the same pixels and can be
+        checked against a clean run.
     latency_jitter : float
         Extra latency drawn uniformly from [0, latency_jitter] seconds per request (seeded).
     bandwidth : float, optional
@@ -349,7 +355,7 @@ class MastEmulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
                  max_concurrency: int = 10, max_rate: float | None = None,
                  faults: Mapping[str, float] | None = None, seed: int = 0,
-                 max_cadences: int | None = None, latency_jitter: float = 0.0,
+                 max_cadences: int | None = None, sky_seed: int = 0, latency_jitter: float = 0.0,
                  bandwidth: float | None = None, stall_seconds: float = 30.0,
                  zipbomb_bytes: int = archive.ZIPBOMB_DECLARED_BYTES,
                  zip_compression: str = "stored", log_limit: int = 100_000):
@@ -373,6 +379,7 @@ class MastEmulator:
         self.max_concurrency = int(max_concurrency)
         self.max_rate = max_rate
         self.seed = int(seed)
+        self.sky_seed = int(sky_seed)
         self.max_cadences = max_cadences
         self.stall_seconds = float(stall_seconds)
         self.zipbomb_bytes = int(zipbomb_bytes)
