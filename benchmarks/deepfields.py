@@ -32,7 +32,8 @@ def main() -> None:
         "zcut_surveys_at (GOODS-N)": lambda: zcut_surveys_at(*GN),
         "zcut FITS 100x100, candels_gn_30mas (3 bands)":
             lambda: zcut_cutout_files(*GN, 100, 100, "px", survey="candels_gn_30mas"),
-        "zcut FITS 100x100, all 4 surveys (20 images)": lambda: zcut_cutout_files(*GN, 100, 100, "px"),
+        "zcut FITS 100x100, all 4 surveys (20 images)":
+            lambda: zcut_cutout_files(*GN, 100, 100, "px"),
         "zcut JPG 100x100, candels_gn_30mas (3 images)":
             lambda: zcut_cutout_files(*GN, 100, 100, "px", survey="candels_gn_30mas", fmt="jpg"),
         "zcut PNG 100x100, 3dhst_goods-n (10 images)":

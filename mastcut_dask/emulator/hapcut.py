@@ -25,8 +25,9 @@ noise (scaled by 1/sqrt(WHT)) + sources, with a mag-16 star at the anchor.
 Products
 --------
 One FITS file per product, named from the request as
-``hst_cutout_skycell-<skycell>-ra<deg>d<4 decimals>-dec<n|s><deg>d<4 decimals>_<inst>_<det>_<filter>[_coarse].fits``
-(decimals truncated, ``n`` for Dec >= 0), with a PRIMARY HDU of 754 cards (the input product's
+``hst_cutout_skycell-<skycell>-ra<deg>d<dddd>-dec<n|s><deg>d<dddd>_<inst>_<det>_<filter>``
+plus ``_coarse`` for the 0.12" product and ``.fits``
+(four decimals, truncated; ``n`` for Dec >= 0), with a PRIMARY HDU of 754 cards (the input product's
 primary header: instrument keywords and HISTORY, plus RA_OBJ, DEC_OBJ, FILENAME and a HISTORY
 card with the input name), then float32 ``SCI`` (102 cards) and ``WHT`` (56 cards) images with
 the full WCS, O_EXT_NM, ORIG_FLE and ORIG_EXT.
@@ -48,7 +49,7 @@ import numpy as np
 from .errors import BadRequest
 from .imagecut import (Band, PixelSources, SourceList, TanGrid, card, check_area, fits_file,
                        parse_units, pixel_noise, point_in_polygon, polygon_mask, render_window,
-                       size_to_pixels, stable_seed, tan_project, _positive)
+                       positive_size, size_to_pixels, stable_seed, tan_project)
 
 __all__ = ["hapcut_cutout_files", "hapcut_products_at", "product_grid", "SKYCELLS"]
 
@@ -77,7 +78,8 @@ class HapProduct:
 
     @property
     def suffix(self) -> str:
-        return f"{self.instrument}_{self.detector}_{self.filter}" + ("_coarse" if self.coarse else "")
+        coarse = "_coarse" if self.coarse else ""
+        return f"{self.instrument}_{self.detector}_{self.filter}{coarse}"
 
     @property
     def scale_arcsec(self) -> float:
@@ -382,7 +384,8 @@ def hapcut_cutout_files(ra, dec, x, y, units, *, seed=0) -> list[tuple[str, byte
     if not (math.isfinite(ra_f) and math.isfinite(dec_f)) or abs(dec_f) > 90.0:
         raise BadRequest(f"invalid position ra={ra!r}, dec={dec!r}")
     unit = parse_units(units)
-    _positive("x", x), _positive("y", y)
+    positive_size("x", x)
+    positive_size("y", y)
     ra_w = ra_f % 360.0
     found = hapcut_products_at(ra_w, dec_f)
     shapes = []

@@ -39,6 +39,7 @@ __all__ = [
     "parse_image_params",
     "size_to_pixels",
     "parse_units",
+    "positive_size",
     "tan_project",
     "render_window",
     "polygon_mask",
@@ -228,7 +229,8 @@ def parse_units(units) -> str:
     return text
 
 
-def _positive(name: str, value) -> float:
+def positive_size(name: str, value) -> float:
+    """A size as a finite float > 0, or :class:`BadRequest`."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -240,7 +242,7 @@ def _positive(name: str, value) -> float:
 
 def size_to_pixels(value, units: str, scale_arcsec: float, name: str) -> int:
     """One cutout side in whole pixels: pixel sizes round, angular sizes use the grid's scale."""
-    number = _positive(name, value)
+    number = positive_size(name, value)
     if units == "d":
         number = number * 3600.0 / scale_arcsec
     if number > MAX_CUTOUT_PIXELS:
@@ -329,7 +331,8 @@ def parse_image_params(stretch=None, minmax_percent=None, minmax_value=None,
     BadRequest
         For an unknown stretch or malformed numbers.
     """
-    name = "asinh" if stretch is None or str(stretch).strip() == "" else str(stretch).strip().lower()
+    name = str(stretch).strip().lower() if stretch is not None else ""
+    name = name or "asinh"
     if name not in STRETCHES:
         raise BadRequest(f"stretch must be one of {', '.join(STRETCHES)}, not {stretch!r}")
     percent = _pair("minmax_percent", minmax_percent)
@@ -663,7 +666,8 @@ def encode_image(data: np.ndarray, fmt: str, params: ImageParams) -> bytes:
     """
     from PIL import Image
 
-    image = Image.fromarray(normalise(np.asarray(data, dtype=np.float64), params))  # uint8 2-D → mode L
+    # A 2-D uint8 array becomes a mode "L" (8-bit greyscale) image.
+    image = Image.fromarray(normalise(np.asarray(data, dtype=np.float64), params))
     buf = io.BytesIO()
     image.save(buf, format="JPEG" if fmt == "jpg" else "PNG")
     return buf.getvalue()

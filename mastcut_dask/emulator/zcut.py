@@ -28,10 +28,13 @@ candels_gn_30mas has F606W, F814W, F850LP (``hlsp_candels_hst_acs_gn-tot-30mas_<
 3dhst_goods-n has the ten images of the astroquery docs (IRAC 1, 3, 4, 2; Mayall U; Subaru
 Rc, V, Ic, z', B), in that order.
 
-Every field has a bright (mag 16) star, isolated (nothing else within 4"), at its *anchor* position, so a cutout there shows a
-point source exactly where the WCS puts the anchor; the rest are procedurally drawn galaxies
-and stars (about 0.02 per arcsec², seeded by ``seed``), with a Gaussian PSF per band.
-Noise is a hash of the global pixel index, so overlapping cutouts agree pixel for pixel.
+Every field has a bright (mag 16) star at its *anchor* position, isolated (nothing else
+within 4"), so a cutout there shows a point source exactly where the WCS puts the anchor.
+The rest are procedurally drawn galaxies and stars (about 0.02 per arcsec², drawn from
+``seed``) with a Gaussian PSF per band, on a zero background with Gaussian noise. The noise
+is a hash of (seed, image, global pixel index) and sources are cut to zero beyond five
+sigma, so a pixel's value never depends on the window that asked: overlapping cutouts agree
+pixel for pixel.
 
 Products
 --------
@@ -59,11 +62,11 @@ import numpy as np
 from .errors import BadRequest
 from .imagecut import (IMAGE_FORMATS, Band, PixelSources, SourceList, TanGrid, card, check_area,
                        distance_to_polygon, encode_image, fits_file, parse_image_params,
-                       parse_units, point_in_polygon, polygon_mask, render_window, size_label,
-                       size_to_pixels, stable_seed, tan_project, _positive)
+                       parse_units, polygon_mask, positive_size, render_window, size_label,
+                       size_to_pixels, stable_seed, tan_project)
 
-__all__ = ["zcut_surveys_at", "zcut_survey_names", "zcut_cutout_files", "zcut_survey", "survey_grid",
-           "SURVEYS", "FIELDS"]
+__all__ = ["zcut_surveys_at", "zcut_survey_names", "zcut_cutout_files", "zcut_survey",
+           "survey_grid", "SURVEYS", "FIELDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +429,8 @@ def zcut_cutout_files(ra, dec, x, y, units, *, survey=None, fmt="fits", stretch=
     """
     ra_f, dec_f = _position(ra, dec)
     unit = parse_units(units)
-    _positive("x", x), _positive("y", y)
+    positive_size("x", x)
+    positive_size("y", y)
     kind = "fits" if fmt is None or str(fmt).strip() == "" else str(fmt).strip().lower()
     if kind not in IMAGE_FORMATS:
         raise BadRequest(f"format must be one of {', '.join(IMAGE_FORMATS)}, not {fmt!r}")
