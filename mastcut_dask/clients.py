@@ -71,6 +71,9 @@ NO_SECTOR_MSG = "Coordinates are not in any TESS sector."
 NO_SURVEY_MSG = "Coordinates are not in an available deep field survey."
 _PRODUCT_DEPRECATION = ("Tesscut no longer supports operations on TESS Image Calibrator (TICA) products. "
                         "The `product` argument is deprecated and will be removed in a future version.")
+#: Seconds a client's freed request slot rests before reuse: the server counts a request as
+#: finished slightly after the client has read its last byte (see `LocalThrottle`).
+SLOT_SETTLE = 0.02
 _SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -302,7 +305,7 @@ class _CutoutClient:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         self._base_options = options
         self._overrides = overrides
-        self.throttle: Throttle = throttle or LocalThrottle(max_concurrency, max_rate)
+        self.throttle: Throttle = throttle or LocalThrottle(max_concurrency, max_rate, settle=SLOT_SETTLE)
         self.options  # validate now: a bad option fails at construction  # noqa: B018
 
     @property

@@ -1,0 +1,178 @@
+"""The clients against the emulator's faults: retried where a retry helps, refused where the
+archive is hostile, and never more than max_concurrency requests in flight."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+
+from mastcut_dask.clients import HapcutClass, TesscutClass, ZcutClass
+from mastcut_dask.emulator import MastEmulator
+from mastcut_dask.exceptions import (
+    NoResultsWarning,
+    ServiceUnavailableError,
+    UnexpectedResponseError,
+    UnsafeArchiveError,
+)
+
+C = SkyCoord(107.18696, -70.50919, unit="deg")
+KW = dict(coordinates=C, sector=33, size=3)
+SEED = 7   # the emulator's sky depends on its seed too: the clean run and the faulty ones share it
+
+
+def tess(emu, **kw):
+    opts = dict(base_url=emu.url, resolver_url=emu.resolver_url, backoff_base=0.01, backoff_cap=0.05,
+                max_retries=10, timeout=5)
+    opts.update(kw)
+    return TesscutClass(**opts)
+
+
+def files_under(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    with MastEmulator(max_cadences=20, seed=SEED) as emu:
+        client = tess(emu)
+        hdus = client.get_cutouts(**KW)
+        return [(h.filename, np.array(h["PIXELS"].data["FLUX"])) for h in hdus]
+
+
+def same_as_clean(hdus, clean):
+    assert [h.filename for h in hdus] == [name for name, _ in clean]
+    for h, (_, flux) in zip(hdus, clean):
+        np.testing.assert_array_equal(h["PIXELS"].data["FLUX"], flux)
+
+
+@pytest.mark.parametrize("fault", ["503", "504", "truncate", "reset", "badzip", "html200"])
+def test_cutouts_survive_transient_faults(fault, clean, tmp_path):
+    with MastEmulator(max_cadences=20, faults={fault: 0.5}, seed=SEED) as emu:
+        client = tess(emu)
+        for _ in range(3):
+            same_as_clean(client.get_cutouts(**KW), clean)
+        table = client.download_cutouts(path=str(tmp_path), **KW)
+        stats = emu.stats()
+    assert stats["fault_counts"].get(fault, 0) > 0 and stats["requests"] > 4
+    assert [os.path.basename(p) for p in table["Local Path"]] == [name for name, _ in clean]
+    assert files_under(tmp_path) == [name for name, _ in clean]     # no .part, no zip left
+
+
+def test_stall_times_out_then_the_retry_succeeds(clean, tmp_path):
+    with MastEmulator(max_cadences=20, faults={"stall": 0.5}, stall_seconds=30, seed=SEED) as emu:
+        client = tess(emu, timeout=(2.0, 0.3))
+        for _ in range(3):
+            same_as_clean(client.get_cutouts(**KW), clean)
+        assert emu.stats()["requests"] > 3
+
+
+def test_persistent_503_is_a_clear_error(tmp_path):
+    with MastEmulator(faults={"503": 1.0}) as emu:
+        client = tess(emu, max_retries=3)
+        with pytest.raises(ServiceUnavailableError) as info:
+            client.download_cutouts(path=str(tmp_path), **KW)
+        assert emu.stats()["requests"] == 4
+    err = info.value
+    assert err.status == 503 and err.attempts == 4
+    assert "/tesscut/api/v0.1/astrocut" in err.url and "sector=33" in err.url
+    assert "after 4 tries" in str(err) and "HTTP 503" in str(err)
+    assert files_under(tmp_path) == []
+
+
+def test_html_page_with_200_is_an_unexpected_response(tmp_path):
+    with MastEmulator(faults={"html200": 1.0}) as emu:
+        client = tess(emu, max_retries=1)
+        with pytest.raises(UnexpectedResponseError, match="neither a zip archive nor JSON"):
+            client.get_cutouts(**KW)
+        with pytest.raises(UnexpectedResponseError):
+            client.download_cutouts(path=str(tmp_path), **KW)
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("fault", ["zipslip", "zipbomb"])
+def test_hostile_archives_are_refused_and_nothing_is_written(fault, tmp_path):
+    outside = tmp_path / "outside"
+    path = outside / "inside" / "out"
+    with MastEmulator(max_cadences=20, faults={fault: 1.0}) as emu:
+        client = tess(emu, max_retries=2)
+        with pytest.raises(UnsafeArchiveError, match="refused"):
+            client.download_cutouts(path=str(path), **KW)
+        with pytest.raises(UnsafeArchiveError):
+            client.get_cutouts(**KW)
+        assert emu.stats()["requests"] == 2          # hostile is not retried
+    assert files_under(tmp_path) == []
+    assert not os.path.exists("/abs/evil.fits")
+
+
+def test_transient_no_data_is_an_outcome_not_a_retry(tmp_path):
+    with MastEmulator(max_cadences=20, faults={"nodata_transient": 1.0}) as emu:
+        client = tess(emu)
+        with pytest.warns(NoResultsWarning, match="No FFIs found"):
+            assert client.get_cutouts(**KW) == []
+        with pytest.warns(NoResultsWarning):
+            table = client.download_cutouts(path=str(tmp_path), **KW)
+        assert len(table) == 0 and emu.stats()["requests"] == 2
+    assert files_under(tmp_path) == []
+
+
+def test_30_threads_never_exceed_10_in_flight():
+    with MastEmulator(max_cadences=20, latency=0.05, max_concurrency=10) as emu:
+        client = tess(emu, max_retries=0)    # a single 503 would fail a call
+        start = threading.Barrier(30)
+        results, errors = [], []
+
+        def call():
+            start.wait()
+            try:
+                results.append(client.get_cutouts(**KW))
+            except Exception as err:  # collected and asserted on below
+                errors.append(err)
+
+        threads = [threading.Thread(target=call) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = emu.stats()
+    assert errors == []
+    assert len(results) == 30 and all(len(r) == len(results[0]) for r in results)
+    assert stats["max_in_flight"] <= 10
+    assert stats["max_in_flight"] >= 2          # the threads really did overlap
+    assert 503 not in stats["status_counts"]
+    assert client.throttle.max_in_flight <= 10
+
+
+def test_parallel_downloads_into_one_folder_do_not_collide(tmp_path):
+    with MastEmulator(max_cadences=20) as emu:
+        client = tess(emu)
+        tables = []
+
+        def call():
+            tables.append(client.download_cutouts(path=str(tmp_path), inflate=False, **KW))
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    zips = [t["Local Path"][0] for t in tables]
+    assert len(set(zips)) == 8 and sorted(os.path.basename(z) for z in zips) == files_under(tmp_path)
+
+
+def test_zcut_and_hapcut_share_the_plumbing(tmp_path):
+    with MastEmulator(faults={"503": 0.5}, seed=5) as emu:
+        kw = dict(base_url=emu.url, backoff_base=0.01, backoff_cap=0.05, max_retries=10)
+        z = ZcutClass(**kw)
+        coord = SkyCoord(189.49206, 62.20615, unit="deg")
+        assert z.get_surveys(coordinates=coord)
+        assert z.download_cutouts(coordinates=coord, survey="goods_north", path=str(tmp_path / "z"))["Local Path"]
+        h = HapcutClass(**kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert h.get_cutouts(coordinates=SkyCoord(351.347812, 28.497808, unit="deg"), size=3)
+        assert emu.stats()["status_counts"].get(503, 0) > 0
