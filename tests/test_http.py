@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.server
 import os
+import pickle
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mastcut_dask.clients import query_sectors
+from mastcut_dask.clients import SLOT_SETTLE, query_sectors
 from mastcut_dask.emulator import MastEmulator
 from mastcut_dask.exceptions import (
     InvalidQueryError,
@@ -107,7 +108,7 @@ def test_connection_refused_is_retried_then_reported():
 
 
 def test_local_throttle_keeps_30_threads_to_10_in_flight():
-    throttle = LocalThrottle(max_concurrency=10)
+    throttle = LocalThrottle(max_concurrency=10, settle=SLOT_SETTLE)
     with MastEmulator(latency=0.05, max_concurrency=10) as emu:
         opts = fast(emu)
         with ThreadPoolExecutor(30) as pool:
@@ -116,7 +117,34 @@ def test_local_throttle_keeps_30_threads_to_10_in_flight():
     assert len(results) == 60 and all(r == results[0] for r in results)
     assert stats["max_in_flight"] <= 10
     assert 503 not in stats["status_counts"]
-    assert throttle.max_in_flight == stats["max_in_flight"] or throttle.max_in_flight <= 10
+    assert throttle.max_in_flight <= 10
+
+
+def test_local_throttle_blocks_the_eleventh_lease_and_pickles():
+    throttle = LocalThrottle(max_concurrency=5)
+    entered = threading.Semaphore(0)
+    go = threading.Event()
+    peak = []
+
+    def hold():
+        with throttle.lease():
+            peak.append(throttle.in_flight)
+            entered.release()
+            go.wait()
+
+    threads = [threading.Thread(target=hold) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        entered.acquire()
+    assert throttle.in_flight == 5
+    assert not entered.acquire(timeout=0.2)        # nobody else got in while five are held
+    go.set()
+    for t in threads:
+        t.join()
+    assert max(peak) <= 5 and len(peak) == 12 and throttle.in_flight == 0
+    clone = pickle.loads(pickle.dumps(LocalThrottle(3, 2.0, settle=0.1)))
+    assert (clone.max_concurrency, clone.max_rate, clone.settle, clone.in_flight) == (3, 2.0, 0.1, 0)
 
 
 def test_unthrottled_threads_do_meet_503s():
