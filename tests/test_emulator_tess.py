@@ -186,6 +186,7 @@ def test_tpf_headers_and_columns_follow_astrocut_1x():
     assert np.all(d["FLUX_BKG"] == 0) and np.all(d["POS_CORR1"] == 0)
     assert np.all(np.diff(d["TIME"]) > 0)
     assert all(len(f) == 38 and f.startswith("tess20") and "-s0034-1-2-" in f for f in d["FFI_FILE"])
+    assert all(hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1 for hdu in hdul)
     assert a.data.dtype == np.dtype(">i4") and a.data.shape == (3, 4)
     assert (a.header["WCS_MSEP"], a.header["WCS_SIG"], a.header["CTYPE1"]) == (0.0, 0.0, "RA---TAN")
 

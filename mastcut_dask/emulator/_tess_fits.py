@@ -66,6 +66,59 @@ def header_bytes(cards: Iterable[Card]) -> bytes:
     return raw + b" " * (-len(raw) % BLOCK)
 
 
+def _ones_sum(data) -> int:
+    """32-bit ones' complement sum of big-endian words; a short tail counts as zero-padded."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    whole = len(buf) // 4 * 4
+    total = int(buf[:whole].view(">u4").sum(dtype=np.uint64))
+    if whole < len(buf):
+        total += int.from_bytes(bytes(buf[whole:]).ljust(4, b"\0"), "big")
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+_PUNCT = set(range(0x3A, 0x41)) | set(range(0x5B, 0x61))
+
+
+def _encode_checksum(value: int) -> str:
+    """The 16-character ASCII encoding of a 32-bit sum (FITS checksum convention)."""
+    out = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        q, r = byte // 4 + 0x30, byte % 4
+        ch = [q + r, q, q, q]
+        changed = True
+        while changed:  # keep clear of punctuation, preserving each pair's sum
+            changed = False
+            for j in (0, 2):
+                if ch[j] in _PUNCT or ch[j + 1] in _PUNCT:
+                    ch[j] += 1
+                    ch[j + 1] -= 1
+                    changed = True
+        for j in range(4):
+            out[4 * j + i] = ch[j]
+    # rotate right by one: the value starts one byte past a word boundary in its card
+    return bytes(out[15:] + out[:15]).decode("ascii")
+
+
+def hdu_parts(cards: list[Card], data=None) -> list:
+    """Header, data and padding of one HDU (bytes-like parts), with DATASUM and CHECKSUM filled in.
+
+    ``data`` is any C-contiguous bytes-like object (a numpy array works): it is not copied.
+    """
+    nbytes = 0 if data is None else memoryview(data).nbytes
+    datasum = _ones_sum(data) if nbytes else 0  # zero padding does not change the sum
+    head = list(cards) + [("CHECKSUM", "0" * 16, "HDU checksum"), ("DATASUM", str(datasum), "data unit checksum")]
+    total = _ones_sum(header_bytes(head)) + datasum
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    head[-2] = ("CHECKSUM", _encode_checksum(~total & 0xFFFFFFFF), "HDU checksum")
+    if not nbytes:
+        return [header_bytes(head)]
+    return [header_bytes(head), data, _padding(nbytes)]
+
+
 def _padding(nbytes: int) -> bytes:
     """Zero fill that completes a data unit of ``nbytes`` to a multiple of 2880."""
     return b"\0" * (-nbytes % BLOCK)
@@ -386,10 +439,7 @@ def tpf_bytes(*, c: CcdId, cad: Cadences, rows_idx: np.ndarray, flux: np.ndarray
     ]
     acards = _inherit(acards, primary)
 
-    tab_bytes = tab.tobytes()
-    ap_bytes = np.ascontiguousarray(aperture, dtype=">i4").tobytes()
-    return b"".join([
-        header_bytes(primary),
-        header_bytes(hcards), tab_bytes, _padding(len(tab_bytes)),
-        header_bytes(acards), ap_bytes, _padding(len(ap_bytes)),
-    ])
+    ap = np.ascontiguousarray(aperture, dtype=">i4")
+    # numpy buffers go straight into the one join: no intermediate copies of the data
+    return b"".join(hdu_parts(primary) + hdu_parts(hcards, tab.view(np.uint8).reshape(-1))
+                    + hdu_parts(acards, ap.view(np.uint8).reshape(-1)))

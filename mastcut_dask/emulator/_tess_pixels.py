@@ -113,8 +113,12 @@ def render(c: CcdId, rows: np.ndarray, cols: np.ndarray, cadences: np.ndarray, *
         model += ef * _psf(fr - np.asarray(ey)[:, None], fc - np.asarray(ex)[:, None])
 
     t_exp = DEADC * cad.timedel * 86400.0
-    sigma = np.sqrt(model / t_exp + READ_NOISE * READ_NOISE)
-    flux = model + sigma * noise(c, rows, cols, cadences, seed)
+    sigma = model / t_exp
+    sigma += READ_NOISE * READ_NOISE
+    np.sqrt(sigma, out=sigma)
+    flux = noise(c, rows, cols, cadences, seed)
+    flux *= sigma
+    flux += model
     off = ((rows < SCI_ROW0) | (rows >= SCI_ROW1))[:, :, None] | ((cols < SCI_COL0) | (cols >= SCI_COL1))[:, None, :]
     if off.any():
         flux = np.where(off, np.nan, flux)
@@ -131,10 +135,30 @@ def noise(c: CcdId, rows: np.ndarray, cols: np.ndarray, cadences: np.ndarray, se
     h0 = hash_u64(seed, S_NOISE, c.sector, c.camera, c.ccd)[0]
     r = (rows.astype(np.int64) & 0xFFFF).astype(np.uint64) << np.uint64(48)
     q = (cols.astype(np.int64) & 0xFFFF).astype(np.uint64) << np.uint64(32)
-    k = cadences.astype(np.uint64)
+    k = cadences.astype(np.uint64) ^ h0
+    # splitmix64 written in place: this is the hot loop of every cutout
+    h = (r[:, :, None] | q[:, None, :]) ^ k[:, None, None]
+    tmp = np.empty_like(h)
     with np.errstate(over="ignore"):
-        key = (r[:, :, None] | q[:, None, :]) | k[:, None, None]
-        h = _mix(key ^ h0)
-    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * (2.0 ** -32)
-    u2 = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2.0 ** -32)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+        h += np.uint64(0x9E3779B97F4A7C15)
+        np.right_shift(h, np.uint64(30), out=tmp)
+        h ^= tmp
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        np.right_shift(h, np.uint64(27), out=tmp)
+        h ^= tmp
+        h *= np.uint64(0x94D049BB133111EB)
+        np.right_shift(h, np.uint64(31), out=tmp)
+        h ^= tmp
+    np.right_shift(h, np.uint64(32), out=tmp)
+    u1 = tmp.astype(np.float64)
+    u1 += 0.5
+    u1 *= 2.0 ** -32  # in (0, 1): log is finite
+    np.log(u1, out=u1)
+    u1 *= -2.0
+    np.sqrt(u1, out=u1)
+    np.bitwise_and(h, np.uint64(0xFFFFFFFF), out=tmp)
+    u2 = tmp.astype(np.float64)
+    u2 *= 2.0 * np.pi * 2.0 ** -32
+    np.cos(u2, out=u2)
+    u1 *= u2
+    return u1
