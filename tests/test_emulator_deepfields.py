@@ -438,3 +438,10 @@ def test_hapcut_bad_requests(kwargs):
     args = dict(ra=HAP[0], dec=HAP[1], x=5, y=5, units="px") | kwargs
     with pytest.raises(BadRequest):
         hapcut_cutout_files(**args)
+
+
+def test_negative_ra_is_wrapped_like_a_skycoord():
+    files = hapcut_cutout_files(351.347812 - 360.0, 28.497808, 5, 5, "px")
+    assert [n for n, _ in files] == HAP_NAMES
+    (name, _), = zcut_cutout_files(GN[0] - 360.0, GN[1], 5, 5, "px", survey="goods_north")
+    assert name == "goods_north_189.492060_62.206150_5.0pix-x-5.0pix_astrocut.fits"

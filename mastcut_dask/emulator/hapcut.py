@@ -394,7 +394,8 @@ def hapcut_cutout_files(ra, dec, x, y, units, *, seed=0) -> list[tuple[str, byte
         ncols = size_to_pixels(y, unit, product.scale_arcsec, "y")
         check_area(nrows, ncols)
         shapes.append((nrows, ncols))
-    position = f"ra{_coordinate(ra_f, False)}-dec{_coordinate(dec_f, True)}"
+    # Names use the position as a SkyCoord holds it: RA wrapped into [0, 360).
+    position = f"ra{_coordinate(ra_w, False)}-dec{_coordinate(dec_f, True)}"
     files = []
     for (sky, product), (nrows, ncols) in zip(found, shapes):
         cut = _product_cutout(sky, product, ra_w, dec_f, nrows, ncols, seed)

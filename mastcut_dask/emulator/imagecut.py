@@ -446,8 +446,11 @@ class PixelSources:
     @classmethod
     def on_grid(cls, sources: SourceList, grid: TanGrid) -> "PixelSources":
         x, y = grid.plane_to_pixel(sources.xi, sources.eta)
-        return cls(np.asarray(x), np.asarray(y), sources.mag, sources.slope,
-                   sources.size_x / grid.scale_arcsec, sources.size_y / grid.scale_arcsec)
+        arrays = [np.asarray(x), np.asarray(y), sources.mag, sources.slope,
+                  sources.size_x / grid.scale_arcsec, sources.size_y / grid.scale_arcsec]
+        for a in arrays:
+            a.flags.writeable = False   # cached and shared between request threads
+        return cls(*arrays)
 
 
 _SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))

@@ -441,7 +441,7 @@ def zcut_cutout_files(ra, dec, x, y, units, *, survey=None, fmt="fits", stretch=
     present = zcut_surveys_at(ra_f, dec_f)
     names = [n for n in present if chosen is None or n == chosen]
     label = f"{size_label(x, unit)}-x-{size_label(y, unit)}"
-    centre = f"{float(ra):.6f}_{float(dec):.6f}"
+    centre = f"{ra_f:.6f}_{dec_f:.6f}"   # RA wrapped into [0, 360), as a SkyCoord holds it
     # Validate every size before rendering anything: a refused request costs nothing.
     shapes = {}
     for name in names:
