@@ -1,0 +1,67 @@
+"""Moving targets and what goes on the wire: obj_id/obj_type, one request per sector, ZCut's cutout_format."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+from astropy.coordinates import SkyCoord
+
+from mastcut_dask.clients import TesscutClass, ZcutClass
+from mastcut_dask.exceptions import NoResultsWarning
+
+
+def log_since(emu, n):
+    return emu.request_log()[n:]
+
+
+@pytest.fixture(scope="module")
+def tess(emulator):
+    return TesscutClass(base_url=emulator.url, resolver_url=emulator.resolver_url)
+
+
+def test_moving_target_without_sector_is_one_request_per_sector(emulator, tess):
+    n = len(emulator.request_log())
+    sectors = tess.get_sectors(objectname="Eleonora", moving_target=True, mt_type="smallbody")
+    hdus = tess.get_cutouts(objectname="Eleonora", moving_target=True, mt_type="smallbody", size=3)
+    entries = log_since(emulator, n)
+    cut = [e for e in entries if e["path"].endswith("moving_target/astrocut")]
+    assert [e["params"]["sector"] for e in cut] == [str(s) for s in dict.fromkeys(sectors["sector"])]
+    assert all(e["params"]["obj_id"] == "Eleonora" and e["params"]["obj_type"] == "smallbody" for e in cut)
+    assert all("ra" not in e["params"] for e in entries)
+    assert len(hdus) == len(cut) >= 2
+    assert all(len(h["PIXELS"].columns) == 16 for h in hdus)      # TGT_X, TGT_Y, TGT_RA, TGT_DEC
+
+
+def test_moving_target_with_sector_is_one_request(emulator, tess, tmp_path):
+    n = len(emulator.request_log())
+    table = tess.download_cutouts(objectname="Eleonora", moving_target=True, sector=6, size=3, path=str(tmp_path))
+    entries = log_since(emulator, n)
+    assert [e["path"] for e in entries] == ["/tesscut/api/v0.1/moving_target/astrocut"]
+    assert entries[0]["method"] == "GET" and entries[0]["params"]["sector"] == "6"
+    assert len(table) == 1 and os.path.isfile(table["Local Path"][0])
+
+
+def test_unknown_moving_target_warns_and_returns_nothing(emulator, tess):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tess.get_cutouts(objectname="Not An Asteroid 12345", moving_target=True) == []
+    assert [str(w.message) for w in caught if w.category is NoResultsWarning] == \
+        ["Coordinates are not in any TESS sector."]
+
+
+def test_wire_parameters_in_astroquery_order(emulator, tess, tmp_path):
+    n = len(emulator.request_log())
+    tess.download_cutouts(coordinates=SkyCoord(107.18696, -70.50919, unit="deg"), size=[3, 7], sector=33,
+                          path=str(tmp_path / "t"))
+    z = ZcutClass(base_url=emulator.url)
+    z.download_cutouts(coordinates=SkyCoord(189.49206, 62.20615, unit="deg"), size=[3, 7], survey="goods_north",
+                       cutout_format="png", stretch="linear", invert=True, path=str(tmp_path / "z"))
+    tess_entry, zcut_entry = log_since(emulator, n)
+    assert list(tess_entry["params"]) == ["x", "y", "units", "sector", "ra", "dec"]
+    assert (tess_entry["params"]["x"], tess_entry["params"]["y"]) == ("7", "3")
+    assert list(zcut_entry["params"]) == ["ra", "dec", "y", "x", "units", "survey", "cutout_format", "stretch",
+                                          "invert"]
+    assert zcut_entry["params"]["cutout_format"] == "png" and "format" not in zcut_entry["params"]
+    assert all(p.endswith(".png") for p in os.listdir(tmp_path / "z"))
