@@ -420,3 +420,15 @@ def test_the_served_zip_holds_exactly_these_files(emulator):
                            params={"obj_id": "Ceres"}, timeout=60).json()["results"]
     assert [(r["sector"], r["camera"], r["ccd"]) for r in sectors] == [
         ("29", "1", "4"), ("43", "3", "3"), ("44", "2", "4"), ("92", "4", "3"), ("97", "1", "4")]
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_pins_hold_for_other_seeds_while_the_rest_of_the_sky_changes(seed):
+    assert tess.sectors_at(135.1408, -5.1915, seed=seed) == [
+        CcdId(8, 1, 1), CcdId(34, 1, 2), CcdId(61, 1, 2), CcdId(88, 1, 2)]
+    assert tess.sectors_at(*tess.tic_position(32449963, seed=seed), seed=seed) == [CcdId(10, 1, 4)]
+    assert tess.moving_sectors("Ceres", seed=seed) == tess.moving_sectors("Ceres")
+    d = _open(tess.moving_cutout_files("Eleonora", None, 5, 5, "px", sectors=[6], seed=seed)[0][1])
+    assert len(d["PIXELS"].data) == 355
+    assert tess.tic_position(777, seed=seed) != tess.tic_position(777)
+    assert tess.layout(seed).slots != tess.layout(0).slots

@@ -403,16 +403,25 @@ def tpf_bytes(*, c: CcdId, cad: Cadences, rows_idx: np.ndarray, flux: np.ndarray
         ("TFIELDS", len(cols), "number of table fields"),
     ]
     tdim = f"({nx},{ny})" if moving is not None else f"({nx}, {ny})"
+    shape_cards, unit_cards, null_cards = [], [], []
     for i, (name, fmt, unit, disp, img) in enumerate(cols, start=1):
-        hcards.append((f"TTYPE{i}", name, ""))
-        hcards.append((f"TFORM{i}", f"{npix}{fmt}" if img else fmt, ""))
-        if unit is not None:
-            hcards.append((f"TUNIT{i}", unit, ""))
-        hcards.append((f"TDISP{i}", disp, ""))
+        shape_cards.append((f"TTYPE{i}", name, "column name"))
+        shape_cards.append((f"TFORM{i}", f"{npix}{fmt}" if img else fmt, "column format"))
         if img:
-            hcards.append((f"TDIM{i}", tdim, ""))
+            shape_cards.append((f"TDIM{i}", tdim, "column dimensions: pixel aperture array"))
+        if unit is not None:
+            unit_cards.append((f"TUNIT{i}", unit, "column units"))
+        unit_cards.append((f"TDISP{i}", disp, "column display format"))
         if name == "RAW_CNTS":
-            hcards.append((f"TNULL{i}", -1, ""))
+            null_cards.append((f"TNULL{i}", -1, "column null value"))
+    if moving is not None:
+        # center_on_path writes all TTYPE/TFORM/TDIM first, then TDISP/TUNIT, then TNULL
+        hcards += shape_cards + unit_cards + null_cards
+    else:
+        by_index: dict[int, list[Card]] = {}
+        for card in shape_cards + unit_cards + null_cards:
+            by_index.setdefault(int(card[0].lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")), []).append(card)
+        hcards += [card for i in sorted(by_index) for card in by_index[i]]
     hcards += [("INHERIT", True, "inherit the primary header"),
                ("EXTNAME", "PIXELS", "name of extension"),
                ("EXTVER", 1, "extension version number (not format version)")]
