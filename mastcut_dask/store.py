@@ -593,9 +593,10 @@ class ManifestRow:
 class Manifest:
     """The client's record of a run: ``OUT/manifest.csv``, loaded, appended, and used to resume.
 
-    Rows are appended as results arrive and flushed at once (local files are fsynced; on
-    fsspec remotes the small file is rewritten whole under a temporary name and moved into
-    place), so a crash loses at most what was in flight. A later row for the same
+    Rows are appended as results arrive and handed to storage at once (local files: appended
+    and flushed to the OS, fsynced on `close`; object stores: the small file is rewritten in
+    one PUT; other fsspec remotes: rewritten under a temporary name and moved into place), so
+    a crash of the client loses at most what was in flight. A later row for the same
     ``(target_id, service, product)`` supersedes an earlier one, both in memory and on reload.
 
     Parameters
@@ -714,6 +715,11 @@ class Manifest:
 
     def flush(self) -> None:
         """Write rows not yet on storage (remote stores with a ``remote_flush_interval``)."""
+        if self._local:
+            if os.path.exists(self._path):
+                with open(self._path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            return
         if self._dirty:
             self._rewrite_remote()
             self._dirty = False
@@ -738,8 +744,9 @@ class Manifest:
                 writer.writeheader()
             for row in rows:
                 writer.writerow(row.as_csv())
+            # Handing the bytes to the OS is enough to survive a crash of this process; the
+            # fsync against power loss is done once, on close, as it costs milliseconds each.
             fh.flush()
-            os.fsync(fh.fileno())
 
     def _rewrite_remote(self) -> None:
         buf = io.StringIO()

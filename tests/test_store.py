@@ -379,3 +379,22 @@ def test_emulator_zcut_products_store_and_resume(emulator, tmp_path):
     for row in second:
         xr.testing.assert_identical(tree[row.zarr_group].to_dataset().load(),
                                     image_to_xarray(os.path.join(out, row.fits_path)))
+
+
+def test_a_killed_client_loses_no_recorded_row(tmp_path):
+    """Rows appended before the client process dies (SIGKILL: no cleanup, no close) are on disk."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "from mastcut_dask.store import Manifest, ManifestRow\n"
+        "m = Manifest(sys.argv[1])\n"
+        "for i in range(3):\n"
+        "    m.append(ManifestRow(f't{i}', 'tesscut', status='no_coverage'))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert [r.target_id for r in Manifest(str(tmp_path)).rows] == ["t0", "t1", "t2"]
