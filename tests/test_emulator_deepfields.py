@@ -445,3 +445,22 @@ def test_negative_ra_is_wrapped_like_a_skycoord():
     assert [n for n, _ in files] == HAP_NAMES
     (name, _), = zcut_cutout_files(GN[0] - 360.0, GN[1], 5, 5, "px", survey="goods_north")
     assert name == "goods_north_189.492060_62.206150_5.0pix-x-5.0pix_astrocut.fits"
+
+
+@pytest.mark.parametrize("service", ["zcut", "hapcut"])
+def test_star_centroid_matches_astropy_world_to_pixel(service):
+    # Sub-pixel check of the WCS: the anchor star's light-weighted centre is where astropy puts
+    # the anchor, in a cutout whose centre is deliberately off the star.
+    if service == "zcut":
+        ra, dec = offset(*GN, 0.37, -0.21)
+        files = zcut_cutout_files(ra, dec, 60, 50, "px", survey="candels_gn_30mas")
+        hdu, anchor = read_fits(files[0][1])[1], GN
+    else:
+        ra, dec = offset(*HAP, -0.33, 0.26)
+        hdu, anchor = read_fits(f606w(hapcut_cutout_files(ra, dec, 60, 50, "px")))["SCI"], HAP
+    x, y = (float(v) for v in strict_wcs(hdu.header).world_to_pixel_values(*anchor))
+    ix, iy = int(round(x)), int(round(y))
+    box = hdu.data[iy - 4:iy + 5, ix - 4:ix + 5].astype(float)
+    ys, xs = np.mgrid[iy - 4:iy + 5, ix - 4:ix + 5]
+    assert abs((box * xs).sum() / box.sum() - x) < 0.1
+    assert abs((box * ys).sum() / box.sum() - y) < 0.1
