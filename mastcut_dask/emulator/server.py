@@ -481,8 +481,12 @@ class MastEmulator:
                     "fault_counts": dict(self._fault_counts), "bytes_sent": self._bytes_sent}
 
     def request_log(self) -> list[dict]:
-        """One dict per finished service request: start, end, method, path, params, status,
-        bytes, fault, cpu_s."""
+        """One dict per service request: start, end, method, path, params, status, bytes,
+        fault, cpu_s.
+
+        An entry appears when its reply starts; ``end``, ``bytes`` and ``cpu_s`` stay None/0
+        until the body has been sent (all are final once :meth:`stop` has returned).
+        """
         with self._lock:
             return [dict(e) for e in self._log]
 
@@ -520,14 +524,17 @@ class MastEmulator:
             if admitted:
                 self._in_flight -= 1
             self._bytes_sent += entry["bytes"]
-            self._log.append(entry)
+            if not entry["status"]:  # never answered (dropped at shutdown): log it now
+                self._log.append(entry)
 
     def _reply_status(self, entry: dict, status: int) -> None:
-        # Counted before the first byte goes out, so a client that has its reply always finds
-        # it in stats(); bytes and the log entry follow when the body is sent.
+        # Counted and logged before the first byte goes out, so a client that has its reply
+        # always finds it in stats() and request_log(); end, bytes and cpu_s are filled in
+        # (in place) once the body is sent.
         entry["status"] = status
         with self._lock:
             self._status_counts[status] += 1
+            self._log.append(entry)
 
     def _inject(self, entry: dict, fault: str) -> None:
         entry["fault"] = fault
