@@ -59,7 +59,8 @@ Cadences (:func:`_tess_geometry.sector_cadences`)
   ``1 + 0.5 u`` days for ``k >= n // 2`` (a downlink: times are not evenly spaced).
 * ``TIMECORR = c + 1e-5 (TIME - t_mid)`` with a per-sector ``c`` in [-0.0058, 0.0058] d.
 * QUALITY: 32 (momentum dump) on the cadence nearest each ``t0 + (m + 0.5) P_dump``,
-  ``P_dump = 3.0 + 1.5 u`` days; 128 (manual exclude) where ``hash(sector, k) % 400 == 0``.
+  ``P_dump = 3.0 + 1.5 u`` days (a dump that falls in the orbit gap flags nothing);
+  128 (manual exclude) where ``hash(sector, k) % 400 == 0``.
   QUALITY depends on (sector, cadence) only (shared by all cameras and CCDs).
 * ``max_cadences`` keeps the first N cadences of the sector.
 
@@ -102,15 +103,19 @@ A pure function of (slot, CCD row, CCD column, cadence), in float64, rounded to 
   ``FLUX_ERR = sigma``. Pixels outside the science area are NaN.
 
 Two overlapping cutouts therefore agree bit for bit where they overlap, and a whole-CCD view
-(``ccd_pixels``) agrees with every cutout.
+(``ccd_pixels``) agrees with every cutout. Pixel coordinates here are 0-based FFI indices
+(numpy ``[row, column]`` of the 2078 x 2136 frame; astropy ``x = column``, ``y = row``).
+Fixed-target cutout windows start at ``floor(p - (n - 1) / 2 + 0.5)`` along each axis, ``p`` the
+target's 0-based pixel coordinate and ``n`` the size.
 
 Moving targets (:mod:`mastcut_dask.emulator._tess_moving`)
 ----------------------------------------------------------
 A moving object's path inside one slot is a straight line in that CCD's pixel coordinates
 (so a great circle on the sky), ``p(t) = p_c + v (t - t_c) (cos phi, sin phi)``, with hashed
 ``p_c`` inside the science area, ``phi``, ``t_c`` inside the sector and ``v`` in 90-200 px/day:
-it is on the detector for part of the sector only. Eleonora in sector 6 is tuned so that a
-default 5x5 window fits on exactly 355 cadences. The object itself is an extra Gaussian source
+it is on the detector for part of the sector only. Eleonora in sector 6 moves along row 1000
+at -276.4 px/day, centred on column 1068 at ``t0 + 6.1`` d, so that a default 5x5 window fits on
+exactly 355 cadences (whatever the seed). The object itself is an extra Gaussian source
 (flux from ``Tmag = 9 + 5 u``) present in moving-target cutouts only; its photon noise enters
 FLUX_ERR there, with the same per-pixel deviate as the fixed sky.
 

@@ -2,7 +2,22 @@
 
 The sky behind them is documented in :mod:`mastcut_dask.emulator.sky`. The HTTP server calls
 the functions here; tests use the truth API (:func:`ccd_pixels`, :func:`ccd_wcs`,
-:func:`sector_times`, :func:`star_truth`) to check what clients decode.
+:func:`sector_times`, :func:`cutout_window`, :func:`star_truth`, :func:`moving_truth`) to check
+what clients decode.
+
+Files follow formats.md 2 as astrocut >= 1.0 writes them: PRIMARY (no data; ORIGIN='STScI/MAST',
+CREATOR='astrocut', PROCVER='1.4.0', FFI_TYPE='SPOC', SECTOR/CAMERA/CCD ints, time keywords,
+TICID undefined), PIXELS (the 12 columns; RAW_CNTS all -1 with TNULL4=-1, CADENCENO and
+FLUX_BKG*/POS_CORR* all 0, FFI_FILE truncated to 38 characters; a copy of every PRIMARY
+keyword; no per-column WCS) and APERTURE (int32, 1 on science pixels, 0 where the cutout hangs
+off them, with the cutout's linear TAN WCS and WCS_MSEP = WCS_SIG = 0). Every HDU carries a valid
+CHECKSUM/DATASUM. DATE-OBS/DATE-END are UTC computed as ``TIME - TIMECORR - 69.184 s``.
+
+Fixed-target names: ``tess-s{sector:04d}-{camera}-{ccd}_{ra:.6f}_{dec:.6f}_{nx}x{ny}_astrocut.fits``
+(``ra``, ``dec`` as requested). Moving-target names (astrocut's ``center_on_path`` default):
+``{name}_{TSTART:.6f}-{TSTOP:.6f}_{ny}-x-{nx}_astrocut.fits`` with the name reduced to
+``[A-Za-z0-9_.+-]`` (spaces -> '_', '/' -> '-'). ``max_cadences`` keeps the first N cadences of
+a fixed-target file and the first N rows of a moving-target file.
 """
 
 from __future__ import annotations
