@@ -241,25 +241,37 @@ def verify_zip(source: str | IO[bytes], limits: ArchiveLimits = ArchiveLimits(),
     UnexpectedResponseError
         Not a readable zip: corrupt, truncated, CRC mismatch.
     """
+    return tuple(name for name, _ in _scan(source, limits, url, keep=False))
+
+
+def _scan(source: str | IO[bytes], limits: ArchiveLimits, url: str | None, *,
+          keep: bool) -> list[tuple[str, bytes]]:
+    """Check names and bounds, then read every file member once (bounded); contents kept if ``keep``."""
     try:
         with zipfile.ZipFile(source) as zf:
             infos = zf.infolist()
             _check_infos(infos, limits, url)
-            files = [i for i in infos if not i.is_dir()]
+            out: list[tuple[str, bytes]] = []
             total = 0
-            for info in files:
-                # Read every byte once: declared sizes may lie, and CRC errors must surface
-                # here, while the download can still be retried.
+            for info in infos:
+                if info.is_dir():
+                    continue
+                # Read every byte: declared sizes may lie, and CRC errors must surface here,
+                # while the download can still be retried.
+                parts: list[bytes] = []
+                read = 0
                 with zf.open(info) as fh:
-                    read = 0
                     while chunk := fh.read(_CHUNK):
                         read += len(chunk)
                         total += len(chunk)
                         if read > info.file_size or total > limits.max_bytes:
                             raise UnsafeArchiveError(
-                                f"Archive from {url or 'the service'} unpacks beyond its declared or allowed size "
-                                f"(member {info.filename!r})", url=url)
-            return tuple(i.filename for i in files)
+                                f"Archive from {url or 'the service'} refused: it unpacks beyond its declared or "
+                                f"allowed size (member {info.filename!r})", url=url)
+                        if keep:
+                            parts.append(chunk)
+                out.append((info.filename, b"".join(parts)))
+            return out
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError, OSError,
@@ -372,11 +384,7 @@ def read_zip_members(source: str | IO[bytes], limits: ArchiveLimits = ArchiveLim
     UnsafeArchiveError, UnexpectedResponseError
         As `verify_zip`.
     """
-    names = verify_zip(source, limits, url=url)
-    if hasattr(source, "seek"):
-        source.seek(0)
-    with zipfile.ZipFile(source) as zf:
-        return [(name, zf.read(name)) for name in names]
+    return _scan(source, limits, url, keep=True)
 
 
 def _remove_quietly(path: str) -> None:

@@ -232,12 +232,19 @@ def fetch_cutout_members(options: ServiceOptions, request: CutoutRequest, *,
     params = cutout_params(request, download=False)
     limits = ArchiveLimits.from_options(options)
     body: dict[str, Any] = {"json_body": params} if isinstance(params, dict) else {"data": params}
-    result = perform("POST", url, options=options, throttle=throttle, headers={"Accept": "application/json"},
-                     validate=_archive_validator(limits), **body)
-    content = result.content or b""
-    if sniff_bytes(content[:512], url=result.url) == "json":
-        return no_data_message(content, url=result.url)
-    return read_zip_members(io.BytesIO(content), limits, url=result.url)
+    got: dict[str, Any] = {}
+
+    def validate(result: HttpResult) -> None:
+        # Read the members while validating: one decompression, and a corrupt body is still retried.
+        content = result.content or b""
+        if sniff_bytes(content[:512], url=result.url) == "json":
+            got["value"] = no_data_message(content, url=result.url)
+        else:
+            got["value"] = read_zip_members(io.BytesIO(content), limits, url=result.url)
+
+    perform("POST", url, options=options, throttle=throttle, headers={"Accept": "application/json"},
+            validate=validate, **body)
+    return got["value"]
 
 
 def read_cutout_members(archive: CutoutArchive, options: ServiceOptions | None = None) -> list[tuple[str, bytes]]:
