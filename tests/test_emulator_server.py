@@ -312,9 +312,19 @@ def test_two_hundred_connections_are_all_answered():
 
 
 # ---- CLI -------------------------------------------------------------------------------------
-def test_mastcut_emulate_subprocess():
-    proc = subprocess.Popen([sys.executable, "-m", "mastcut_dask.cli", "emulate", "--port", "0",
-                             "--max-cadences", "5"],
+def _mastcut_command() -> list[str]:
+    """The installed console script when there is one (a fresh install has it), else -m."""
+    import shutil
+    from pathlib import Path
+
+    script = shutil.which("mastcut", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "mastcut_dask.cli"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_mastcut_emulate_subprocess(sig):
+    proc = subprocess.Popen([*_mastcut_command(), "emulate", "--port", "0", "--max-cadences", "5",
+                             "--fault", "503=0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = proc.stdout.readline().strip()
@@ -325,10 +335,17 @@ def test_mastcut_emulate_subprocess():
         r = requests.get(resolver.rsplit(" ", 1)[1], params={"name": "M101", "outputFormat": "json"},
                          timeout=10)
         assert r.json()["resolvedCoordinate"][0]["canonicalName"] == "M 101"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
     assert "served 1 requests" in out
+
+
+def test_mastcut_emulate_refuses_unknown_fault():
+    proc = subprocess.run([*_mastcut_command(), "emulate", "--fault", "meteor=0.1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown fault 'meteor'" in proc.stderr
