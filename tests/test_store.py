@@ -426,3 +426,24 @@ def test_emulator_tpfs_fixed_and_moving_round_trip(tmp_path):
         got = tree[row.zarr_group].to_dataset().load()
         xr.testing.assert_identical(got, tpf_to_xarray(tmp_path / row.fits_path))
     assert "tgt_ra" in tree[rows[-1].zarr_group].to_dataset().coords
+
+
+def test_emulator_hapcut_products_over_http(emulator, tmp_path):
+    """HAPCut files from the emulator as a real HTTP server: one product per skycell/detector/filter."""
+    from mastcut_dask.clients import HapcutClass
+    from mastcut_dask.decode import image_to_xarray
+
+    hap = HapcutClass(base_url=emulator.url, resolver_url=emulator.resolver_url)
+    files = hap.download_cutouts((351.347812, 28.497808), size=6, path=str(tmp_path / "download"))
+    out = str(tmp_path / "run")
+    rows = [store_product(out, "hapcut", "hap_field", os.path.basename(p), str(p), image_to_xarray)
+            for p in files["Local Path"]]
+    Manifest(out).extend(rows)
+    products = [r.product for r in rows]
+    assert len(set(products)) == len(products) >= 2
+    assert all(p.startswith("p2007x09y05_") for p in products)
+    tree = open_cutouts(out)
+    for row in Manifest(out):
+        assert Manifest(out).is_done(row)
+        xr.testing.assert_identical(tree[row.zarr_group].to_dataset().load(),
+                                    image_to_xarray(os.path.join(out, row.fits_path)))
