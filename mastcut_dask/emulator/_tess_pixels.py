@@ -24,7 +24,7 @@ from ._tess_geometry import (
     tan_pixel_to_world,
     tan_world_to_pixel,
 )
-from .sky import S_NOISE, _mix, hash_u64, stars_near, variability
+from .sky import S_NOISE, hash_u64, stars_near, variability
 
 PSF_CUT_PX = 5.0  # stars further than this from a pixel centre do not reach it
 READ_NOISE = 0.5  # e-/s floor of the per-pixel sigma
