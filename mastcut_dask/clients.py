@@ -17,6 +17,7 @@ Stage functions (plain, picklable arguments; what the Dask pipeline calls on wor
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import numbers
@@ -24,7 +25,7 @@ import os
 import re
 import uuid
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from .archive import (
@@ -38,7 +39,7 @@ from .archive import (
     sniff_bytes,
     verify_zip,
 )
-from .exceptions import InputWarning, InvalidQueryError, NoResultsWarning, UnexpectedResponseError
+from .exceptions import InputWarning, InvalidQueryError, MastcutError, NoResultsWarning, UnexpectedResponseError
 from .http import HttpResult, perform
 from .options import ServiceOptions, resolve_base_url, resolve_resolver_url
 from .resolve import resolve_name
@@ -78,6 +79,17 @@ _SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 # ---- stage functions (no Dask, plain arguments) ---------------------------------------------
+@contextlib.contextmanager
+def _about(target: str | None) -> Iterator[None]:
+    """Label errors with the target they concern (workers send them home to a manifest)."""
+    try:
+        yield
+    except MastcutError as err:
+        if err.target is None:
+            err.target = target
+        raise
+
+
 def _json_validator(expected: str):
     def validate(result: HttpResult) -> None:
         body = result.content or b""
@@ -117,9 +129,10 @@ def query_sectors(options: ServiceOptions, *, ra: float | None = None, dec: floa
             raise InvalidQueryError("query_sectors needs ra and dec, or obj_id for a moving target.")
         role, params = "sector", sector_params(ra, dec, radius)
     url = endpoint_url(options.base_url, "tesscut", role)
-    result = perform("POST", url, options=options, throttle=throttle, data=params,
-                     headers={"Accept": "application/json"}, validate=_json_validator("results"),
-                     max_body=64 * 1024 * 1024)
+    with _about(obj_id if obj_id is not None else f"({ra}, {dec})"):
+        result = perform("POST", url, options=options, throttle=throttle, data=params,
+                         headers={"Accept": "application/json"}, validate=_json_validator("results"),
+                         max_body=64 * 1024 * 1024)
     _, obj = parse_json(result.content or b"", url=result.url)
     rows = []
     for entry in obj.get("results") or []:
@@ -142,9 +155,10 @@ def query_surveys(options: ServiceOptions, *, ra: float, dec: float, radius: flo
         Survey names, in the service's order.
     """
     url = endpoint_url(options.base_url, "zcut", "survey")
-    result = perform("POST", url, options=options, throttle=throttle, data=survey_params(ra, dec, radius),
-                     headers={"Accept": "application/json"}, validate=_json_validator("surveys"),
-                     max_body=64 * 1024 * 1024)
+    with _about(f"({ra}, {dec})"):
+        result = perform("POST", url, options=options, throttle=throttle, data=survey_params(ra, dec, radius),
+                         headers={"Accept": "application/json"}, validate=_json_validator("surveys"),
+                         max_body=64 * 1024 * 1024)
     _, obj = parse_json(result.content or b"", url=result.url)
     surveys = obj["surveys"]
     if not all(isinstance(s, str) for s in surveys):
@@ -200,8 +214,9 @@ def download_cutout_archive(options: ServiceOptions, request: CutoutRequest, des
     name = final_name or f"{spec.zip_prefix}{uuid.uuid4().hex}.zip"
     os.makedirs(dest_dir, exist_ok=True)
     log.info("Downloading %s %s", spec.name, request.describe())
-    result = perform("GET", url, options=options, throttle=throttle, params=params, dest_dir=dest_dir,
-                     final_name=name, tmp_prefix=spec.zip_prefix, validate=_archive_validator(limits))
+    with _about(request.describe()):
+        result = perform("GET", url, options=options, throttle=throttle, params=params, dest_dir=dest_dir,
+                         final_name=name, tmp_prefix=spec.zip_prefix, validate=_archive_validator(limits))
     if sniff_bytes(result.head(), url=result.url) == "json":
         try:
             return no_data_message(result.path, url=result.url)
@@ -242,8 +257,9 @@ def fetch_cutout_members(options: ServiceOptions, request: CutoutRequest, *,
         else:
             got["value"] = read_zip_members(io.BytesIO(content), limits, url=result.url)
 
-    perform("POST", url, options=options, throttle=throttle, headers={"Accept": "application/json"},
-            validate=validate, **body)
+    with _about(request.describe()):
+        perform("POST", url, options=options, throttle=throttle, headers={"Accept": "application/json"},
+                validate=validate, **body)
     return got["value"]
 
 

@@ -4,6 +4,7 @@ archive is hostile, and never more than max_concurrency requests in flight."""
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import warnings
 
@@ -81,6 +82,10 @@ def test_persistent_503_is_a_clear_error(tmp_path):
     assert err.status == 503 and err.attempts == 4
     assert "/tesscut/api/v0.1/astrocut" in err.url and "sector=33" in err.url
     assert "after 4 tries" in str(err) and "HTTP 503" in str(err)
+    assert "107.18696" in err.target
+    back = pickle.loads(pickle.dumps(err))       # workers send errors home
+    assert (type(back), back.url, back.status, back.attempts, back.target, str(back)) == \
+        (type(err), err.url, err.status, err.attempts, err.target, str(err))
     assert files_under(tmp_path) == []
 
 
