@@ -49,6 +49,7 @@ __all__ = [
     "fits_path",
     "zarr_group",
     "store_url",
+    "resolve_out",
     "write_fits",
     "write_dataset",
     "is_complete_group",
@@ -220,6 +221,17 @@ def store_url(out: str, relpath: str = "") -> str:
     if "://" in out:
         return out.rstrip("/") + "/" + relpath.lstrip("/")
     return os.path.join(out, *relpath.split("/"))
+
+
+def resolve_out(out: str | os.PathLike) -> str:
+    """OUT as workers should get it: local paths made absolute (a worker process may run in
+    another directory), URLs unchanged. ``file://`` URLs become plain absolute paths."""
+    text = os.fspath(out)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if "://" in text or "::" in text:
+        return text
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def _fs(out: str, storage_options: Mapping[str, Any] | None):
@@ -768,19 +780,21 @@ class Manifest:
     def is_done(self, row: ManifestRow | None) -> bool:
         """True when ``row`` is ``done`` and its results verify.
 
-        Verified: the FITS file exists with the recorded size and sha256, and the zarr group
-        exists with its commit marker. A truncated or corrupted file is therefore not done.
+        Verified: the FITS file (if the row has one) exists with the recorded size and sha256,
+        and the zarr group (if the row has one) exists with its commit marker. A truncated or
+        corrupted file is therefore not done. Rows with neither are never done.
         """
-        if row is None or row.status != "done" or not row.fits_path or not row.sha256:
+        if row is None or row.status != "done" or not (row.fits_path or row.zarr_group):
             return False
         if row.key in self._verified and self._rows.get(row.key) == row:
             return True
-        got = file_digest(self.out, row.fits_path, self.storage_options)
-        if got is None or got != (row.n_bytes, row.sha256):
-            if got is not None:
-                log.info("%s/%s: stored FITS does not match the manifest; fetching again",
-                         row.target_id, row.product)
-            return False
+        if row.fits_path:
+            got = file_digest(self.out, row.fits_path, self.storage_options)
+            if got is None or got != (row.n_bytes, row.sha256):
+                if got is not None:
+                    log.info("%s/%s: stored FITS does not match the manifest; fetching again",
+                             row.target_id, row.product)
+                return False
         if row.zarr_group and not is_complete_group(self.out, row.zarr_group, self.storage_options):
             return False
         if self._rows.get(row.key) == row:

@@ -20,6 +20,7 @@ from mastcut_dask.store import (
     check_name,
     fits_path,
     is_complete_group,
+    resolve_out,
     open_cutouts,
     product_from_sector_name,
     product_name,
@@ -447,3 +448,18 @@ def test_emulator_hapcut_products_over_http(emulator, tmp_path):
         assert Manifest(out).is_done(row)
         xr.testing.assert_identical(tree[row.zarr_group].to_dataset().load(),
                                     image_to_xarray(os.path.join(out, row.fits_path)))
+
+
+def test_rows_without_fits_verify_their_group_and_out_is_resolved(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    group = write_dataset(out, "tic_1", "lightcurve", small_dataset())
+    row = ManifestRow("tic_1", "tesscut", "lightcurve", "done", zarr_group=group)
+    m = Manifest(out)
+    m.append(row)
+    assert m.is_done(row)
+    assert not m.is_done(ManifestRow("tic_1", "tesscut", "x", "done"))  # nothing to verify: not done
+    assert len(Manifest(out).to_table()) == 1 and len(Manifest(str(tmp_path / "new")).to_table()) == 0
+    monkeypatch.chdir(tmp_path)
+    assert resolve_out("results/") == os.path.join(str(tmp_path), "results")
+    assert resolve_out(f"file://{tmp_path}") == str(tmp_path)
+    assert resolve_out("s3://bucket/run1") == "s3://bucket/run1"
