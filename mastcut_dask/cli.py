@@ -35,6 +35,8 @@ def _add_emulate(sub) -> None:
                    help="inject a fault with probability P; repeatable. Names: 503, 504, "
                         "truncate, reset, stall, nodata_transient, badzip, zipslip, zipbomb, html200")
     p.add_argument("--stall-seconds", type=float, default=30.0, help="how long a 'stall' fault holds")
+    p.add_argument("--retry-after", type=float, default=None,
+                   help="send Retry-After with these seconds on every 503")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault and jitter generators")
     p.add_argument("--sky-seed", type=int, default=0, help="seed of the procedural sky")
     p.add_argument("--max-cadences", type=int, default=None,
@@ -62,7 +64,7 @@ def _run_emulate(args) -> int:
                            max_concurrency=args.max_concurrency, max_rate=args.max_rate,
                            faults=faults, seed=args.seed, sky_seed=args.sky_seed,
                            max_cadences=args.max_cadences,
-                           stall_seconds=args.stall_seconds)
+                           stall_seconds=args.stall_seconds, retry_after=args.retry_after)
         emu.start()
     except (ValueError, OSError) as err:
         raise MastcutError(str(err)) from None

@@ -261,6 +261,17 @@ def test_503_page_and_reason_phrase():
         holder.join()
 
 
+def test_retry_after_on_503_when_asked():
+    with MastEmulator(max_rate=0.2, retry_after=2.5) as emu:
+        first = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
+        second = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
+    assert first.status_code == 200 and "Retry-After" not in first.headers
+    assert second.status_code == 503 and second.headers["Retry-After"] == "2.5"
+    with MastEmulator(faults={"503": 1.0}) as emu:
+        r = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
+    assert r.status_code == 503 and "Retry-After" not in r.headers
+
+
 def test_max_rate_window_counts_exactly():
     # 0.2 per second = one start per 5 s window: of six quick requests exactly one gets in.
     with MastEmulator(max_rate=0.2) as emu:

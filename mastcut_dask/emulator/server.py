@@ -343,6 +343,8 @@ class MastEmulator:
     zip_compression : {"stored", "deflate"}
         How FITS members of cutout archives are packed; ``"deflate"`` is what MAST does but
         costs the server more CPU than building the TPF (see :func:`.archive.build_zip`).
+    retry_after : float, optional
+        If given, every 503 (limit or fault) carries ``Retry-After`` with these seconds.
     log_limit : int
         Most recent request-log entries kept.
 
@@ -358,7 +360,8 @@ class MastEmulator:
                  max_cadences: int | None = None, sky_seed: int = 0, latency_jitter: float = 0.0,
                  bandwidth: float | None = None, stall_seconds: float = 30.0,
                  zipbomb_bytes: int = archive.ZIPBOMB_DECLARED_BYTES,
-                 zip_compression: str = "stored", log_limit: int = 100_000):
+                 zip_compression: str = "stored", retry_after: float | None = None,
+                 log_limit: int = 100_000):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if max_rate is not None and not (max_rate > 0 and math.isfinite(max_rate)):
@@ -384,6 +387,9 @@ class MastEmulator:
         self.stall_seconds = float(stall_seconds)
         self.zipbomb_bytes = int(zipbomb_bytes)
         self.zip_compression = zip_compression
+        if retry_after is not None and not retry_after >= 0:
+            raise ValueError("retry_after must be a non-negative number or None")
+        self.retry_after = retry_after
         self._faults = FaultPlan(faults, seed=self.seed)
         self._jitter_rng = random.Random(f"mastcut-jitter-{self.seed}")
 
@@ -592,7 +598,8 @@ class MastEmulator:
             admitted = self._admit(start)
             if not admitted:
                 self._reply_status(entry, 503)
-                entry["bytes"] = h.send_plain(503, _PAGE_503, "text/html; charset=utf-8")
+                entry["bytes"] = h.send_plain(503, _PAGE_503, "text/html; charset=utf-8",
+                                              self._retry_headers())
                 return
             self._serve(h, route, params if params is not None else parse_error, entry)
         except OSError as err:  # broken pipe, reset, timeout: the client went away
@@ -610,7 +617,8 @@ class MastEmulator:
             self._inject(entry, fault)
             self._reply_status(entry, int(fault))
             page = _PAGE_503 if fault == "503" else _PAGE_504
-            entry["bytes"] = h.send_plain(int(fault), page, "text/html; charset=utf-8")
+            entry["bytes"] = h.send_plain(int(fault), page, "text/html; charset=utf-8",
+                                          self._retry_headers() if fault == "503" else None)
             return
         if fault == "stall":
             self._inject(entry, fault)
@@ -655,6 +663,11 @@ class MastEmulator:
             entry["bytes"] = self._send_broken(h, reply, reset=(fault == "reset"))
             return
         entry["bytes"] = self._send(h, reply)
+
+    def _retry_headers(self) -> dict[str, str] | None:
+        if self.retry_after is None:
+            return None
+        return {"Retry-After": f"{self.retry_after:g}"}
 
     def _hostile(self, fault: str, reply: Reply) -> Reply:
         if fault == "nodata_transient":
