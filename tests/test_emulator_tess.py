@@ -432,3 +432,18 @@ def test_pins_hold_for_other_seeds_while_the_rest_of_the_sky_changes(seed):
     assert len(d["PIXELS"].data) == 355
     assert tess.tic_position(777, seed=seed) != tess.tic_position(777)
     assert tess.layout(seed).slots != tess.layout(0).slots
+
+
+@pytest.mark.parametrize("obj_id", ["Ünïcode ☄ object", "x" * 300, "O'Brien's comet", "a\nb\tc"])
+def test_moving_target_names_from_the_wire_make_valid_files(obj_id):
+    files = []
+    for i in range(40):  # find a variant the hashed sky places on a CCD
+        files = tess.moving_cutout_files(f"{obj_id}{i}", None, 3, 3, "px", max_cadences=2)
+        if files:
+            break
+    assert files
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in f"{obj_id}{i}")
+    for name, data in files:
+        assert name.isascii() and "/" not in name and len(name) < 200
+        obj = _open(data)[0].header["OBJECT"]
+        assert obj == printable[:len(obj)] and len(obj) >= min(len(printable), 60)

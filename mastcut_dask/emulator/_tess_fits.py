@@ -43,7 +43,13 @@ def _fmt_value(v: Any) -> str:
             s = s.replace("E", ".0E") if "E" in s else s + ".0"
         return f"{s:>20}"
     if isinstance(v, str):
-        s = "'" + v.replace("'", "''").ljust(8) + "'"
+        # header text must be printable ASCII and fit one card (values may come from a request)
+        v = "".join(ch if " " <= ch <= "~" else "?" for ch in v)
+        body = v.replace("'", "''")
+        while len(body) > 68:
+            v = v[:-1]
+            body = v.replace("'", "''")
+        s = "'" + body.ljust(8) + "'"
         return f"{s:<20}"
     raise TypeError(f"unsupported header value {v!r}")
 
@@ -181,8 +187,6 @@ def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj
         ("NAXIS", 0, "number of array dimensions"),
         ("EXTEND", True, ""),
         ("NEXTEND", 2, "number of standard extensions"),
-        ("EXTNAME", "PRIMARY", "name of extension"),
-        ("EXTVER", 1, "extension version number (not format version)"),
         ("SIMDATA", False, "file is based on simulated data"),
         ("ORIGIN", "STScI/MAST", "institution responsible for creating this file"),
         ("DATE", str(np.datetime_as_string(made, unit="D")), "file creation date."),
