@@ -447,3 +447,38 @@ def test_moving_target_names_from_the_wire_make_valid_files(obj_id):
         assert name.isascii() and "/" not in name and len(name) < 200
         obj = _open(data)[0].header["OBJECT"]
         assert obj == printable[:len(obj)] and len(obj) >= min(len(printable), 60)
+
+
+from hypothesis import given, settings, strategies as hst  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(dx=hst.floats(-6, 6), dy=hst.floats(-6, 6), w1=hst.integers(1, 9), h1=hst.integers(1, 9),
+       w2=hst.integers(1, 9), h2=hst.integers(1, 9))
+def test_any_two_cutouts_agree_with_ccd_pixels_bit_for_bit(dx, dy, w1, h1, w2, h2):
+    ccd = CcdId(34, 1, 2)
+    w = tess.ccd_wcs(ccd)
+    x0, y0 = w.world_to_pixel_values(135.1408, -5.1915)
+    for (ox, oy, nx, ny) in ((0.0, 0.0, w1, h1), (dx, dy, w2, h2)):
+        ra, dec = (float(v) for v in w.pixel_to_world_values(x0 + ox, y0 + oy))
+        files = dict(tess.cutout_files(ra, dec, nx, ny, "px", sectors=[34], max_cadences=6))
+        d = _open(files[tess.cutout_name(ccd, ra, dec, nx, ny)])["PIXELS"].data
+        row0, col0 = tess.cutout_window(ccd, ra, dec, nx, ny)
+        # the window is centred on the target pixel
+        assert abs(row0 + (ny - 1) / 2 - (y0 + oy)) <= 0.5 + 1e-9
+        assert abs(col0 + (nx - 1) / 2 - (x0 + ox)) <= 0.5 + 1e-9
+        flux, err = tess.ccd_pixels(ccd, row0 + np.arange(ny), col0 + np.arange(nx), np.arange(6))
+        np.testing.assert_array_equal(d["FLUX"], flux)
+        np.testing.assert_array_equal(d["FLUX_ERR"], err)
+
+
+def test_flux_err_is_the_true_noise_sigma():
+    # second differences in time cancel the smooth background drift and leave sqrt(6) sigma
+    # of noise (transit ramps are too rare to matter)
+    ccd = CcdId(33, 4, 1)
+    flux, err = tess.ccd_pixels(ccd, np.arange(600, 640), np.arange(900, 940), np.arange(400))
+    z = np.diff(flux.astype(float), n=2, axis=0) / (np.sqrt(6) * err[1:-1].astype(float))
+    z = z[np.isfinite(z)]
+    assert z.size > 500_000
+    assert np.median(np.abs(z)) / 0.6745 == pytest.approx(1.0, abs=0.03)
+    assert abs(np.mean(z)) < 0.01
