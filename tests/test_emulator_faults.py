@@ -113,6 +113,19 @@ def test_archive_faults_happen_at_their_rate(fault):
     assert outcomes.count("ok") == n - observed, set(outcomes)
 
 
+def test_nodata_transient_speaks_each_services_no_data_dialect():
+    hap = "/hapcut/api/v0.1/astrocut?" + urlencode({"ra": 351.347812, "dec": 28.497808, "x": 5,
+                                                    "y": 5})
+    with MastEmulator(faults={"nodata_transient": 1.0}) as emu:
+        parts = urlsplit(emu.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.request("GET", hap)
+        reply = json.loads(conn.getresponse().read())
+        conn.close()
+    assert reply == {"msg": "Missing HAP files for input target. Cutout not performed.",
+                     "results": []}
+
+
 def test_zipslip_and_zipbomb_archives_are_what_they_claim():
     with MastEmulator(faults={"zipslip": 1.0}, max_cadences=4) as emu:
         parts = urlsplit(emu.url)

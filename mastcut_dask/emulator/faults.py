@@ -16,7 +16,8 @@ name                   what the client sees
 ``stall``              nothing at all for ``stall_seconds`` (longer than a client's read
                        timeout), then the normal reply; interrupted at once by ``stop()``
 ``nodata_transient``   ``{"msg": "Cutout Error: No FFIs found for input target. Cutout not
-                       performed."}`` although the target has data (cutout endpoints only)
+                       performed."}`` although the target has data (cutout endpoints only;
+                       ZCut and HAPCut give their own no-data reply instead)
 ``badzip``             a corrupt zip with a 200 status (cutout endpoints only)
 ``zipslip``            a zip whose members are ``../evil.fits``, ``/abs/evil.fits`` and
                        ``sub/../../evil2.fits`` (cutout endpoints only)

@@ -649,7 +649,7 @@ class MastEmulator:
             reply = Reply(status=200, body=_PAGE_HTML200, content_type="text/html; charset=utf-8")
         elif fault in ARCHIVE_FAULTS and is_archive and reply.files:
             self._inject(entry, fault)
-            reply = self._hostile(fault, reply)
+            reply = self._hostile(fault, reply, entry["path"])
 
         if reply.files is not None:
             reply.body = archive.build_zip(reply.files, self.zip_compression)
@@ -669,8 +669,13 @@ class MastEmulator:
             return None
         return {"Retry-After": f"{self.retry_after:g}"}
 
-    def _hostile(self, fault: str, reply: Reply) -> Reply:
+    def _hostile(self, fault: str, reply: Reply, path: str) -> Reply:
         if fault == "nodata_transient":
+            # each service's own "nothing here" reply, for a target that does have data
+            if path.startswith("/hapcut/"):
+                return Reply.json({"msg": HAPCUT_NO_DATA_MSG, "results": []})
+            if path.startswith("/zcut/"):
+                return Reply.json({"msg": ZCUT_NO_DATA_MSG})
             return Reply.json({"msg": TESS_NO_DATA_MSG})
         if fault == "badzip":
             body = archive.corrupt_zip(archive.build_zip(reply.files or [], self.zip_compression))
