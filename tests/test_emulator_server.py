@@ -177,6 +177,7 @@ def test_no_data_replies(emulator):
     (TESS + "astrocut", {"ra": "abc", "dec": 20}, "ra"),
     (TESS + "astrocut", {"ra": 10, "dec": 20, "sector": "eight"}, "sector"),
     (TESS + "moving_target/astrocut", {"x": 5, "y": 5}, "obj_id"),
+    (TESS + "astrocut", {"ra": 10, "dec": 20, "product": "TICA"}, "spoc"),
     (ZCUT + "survey", {"ra": 10, "dec": 20, "radius": "1parsec"}, "unit"),
     (ZCUT + "astrocut", {"ra": 189.49206, "dec": 62.20615, "survey": "no_such_survey"}, "survey"),
     (ZCUT + "astrocut", {"ra": 189.49206, "dec": 62.20615, "format": "gif"}, "format"),

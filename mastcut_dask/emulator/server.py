@@ -139,6 +139,13 @@ def _route_tess_mt_sector(emu: MastEmulator, p: RequestParams) -> Reply:
                                                                    seed=emu.sky_seed))})
 
 
+def _check_product(p: RequestParams) -> None:
+    # astroquery <= 0.4.10 sent product=SPOC|TICA; TICA cutouts were discontinued in Aug 2025.
+    product = p.get("product")
+    if product and product.upper() != "SPOC":
+        raise BadRequest(f"Invalid product {product!r}: only SPOC cutouts are offered.")
+
+
 def _zip_name(service: str, ra: float, dec: float, size) -> str:
     return f"{service}_{ra:.6f}_{dec:.6f}_{size.x:g}x{size.y:g}{size.units}.zip"
 
@@ -147,6 +154,7 @@ def _route_tess_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
     ra, dec = p.position()
     size = p.size(arcsec_per_pixel=TESS_ARCSEC_PER_PIXEL)
     sectors = p.sectors()
+    _check_product(p)
     from . import tess
 
     files = tess.cutout_files(ra, dec, size.x, size.y, size.units, sectors=sectors,
@@ -160,6 +168,7 @@ def _route_tess_mt_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
     obj_id, obj_type = _moving_target(p)
     size = p.size(arcsec_per_pixel=TESS_ARCSEC_PER_PIXEL)
     sectors = p.sectors()
+    _check_product(p)
     from . import tess
 
     files = tess.moving_cutout_files(obj_id, obj_type, size.x, size.y, size.units,
