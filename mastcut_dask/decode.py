@@ -89,6 +89,7 @@ class OpenedSource:
     location: FileLocation | None  # None: in memory only
     name: str  # the file name, for attrs["source_file"]
     _closers: tuple = ()
+    fits_bytes: bytes | None = None  # the whole FITS file, when it was read into memory
 
     def close(self) -> None:
         for closer in self._closers:
@@ -182,7 +183,7 @@ def _open_bytes(data: bytes, loc: FileLocation | None, name: str) -> OpenedSourc
         raise DecodeError(f"{name or 'input'} is not a FITS, JPEG or PNG file "
                           f"(starts with {data[:16]!r})")
     hdul = fits.open(io.BytesIO(data), lazy_load_hdus=True)
-    return OpenedSource(hdul, None, loc, name, (hdul,))
+    return OpenedSource(hdul, None, loc, name, (hdul,), fits_bytes=data)
 
 
 # ---- header text and JSON-safe values ------------------------------------------------------
@@ -191,20 +192,53 @@ def header_text(header: fits.Header) -> str:
     return header.tostring(sep="\n", endcard=False, padding=False)
 
 
-def hdulist_header_texts(hdul: fits.HDUList) -> list[str]:
-    """Every header of ``hdul`` as card text; unparsable cards are kept as the file wrote them.
+def hdulist_header_texts(hdul: fits.HDUList, opened: OpenedSource | None = None) -> list[str]:
+    """Every header of ``hdul`` as card text, exactly as the file wrote it where possible.
 
-    astropy refuses to print a header holding a malformed card (e.g. a broken CONTINUE);
-    then the header is written card by card, such cards as read from the file.
+    For files and bytes the cards are cut from the raw header blocks (fast, and faithful even
+    for cards astropy refuses to print, e.g. a broken CONTINUE). An ``HDUList`` given by the
+    caller may have been edited in memory, so it is printed by astropy, card by card when a
+    malformed card stops the whole-header print.
     """
     texts = []
+    raw_ok = opened is not None and (opened.fits_bytes is not None or
+                                     (opened.location is not None and opened.location.is_local))
     for index, hdu in enumerate(hdul):
+        if raw_ok:
+            text = _raw_header_text(hdu, opened)
+            if text is not None:
+                texts.append(text)
+                continue
         try:
             texts.append(header_text(hdu.header))
         except Exception as err:  # astropy's VerifyError and friends, on hostile headers
             log.info("HDU %d header not printable by astropy (%s); keeping raw cards", index, err)
             texts.append("\n".join(_card_text(card) for card in hdu.header.cards))
     return texts
+
+
+def _raw_header_text(hdu, opened: OpenedSource) -> str | None:
+    try:
+        info = hdu.fileinfo()
+    except Exception:  # astropy may re-verify the header here
+        return None
+    if not info:
+        return None
+    start, stop = int(info["hdrLoc"]), int(info["datLoc"])
+    if opened.fits_bytes is not None:
+        raw = opened.fits_bytes[start:stop]
+    else:
+        with open(opened.location.local_path, "rb") as fh:
+            fh.seek(start)
+            raw = fh.read(stop - start)
+    if len(raw) != stop - start or len(raw) % 80:
+        return None
+    text = raw.decode("ascii", "replace")
+    cards = [text[i:i + 80] for i in range(0, len(text), 80)]
+    for i, card in enumerate(cards):
+        if card.rstrip() == "END":
+            return "\n".join(cards[:i])
+    return None
 
 
 def _card_text(card: fits.Card) -> str:
@@ -295,8 +329,10 @@ def header_str(header: fits.Header, key: str) -> str:
     return "" if value is None else str(value)
 
 
-def quiet_wcs(header: fits.Header, **kwargs):
+def quiet_wcs(header: fits.Header | str, **kwargs):
     """``astropy.wcs.WCS(header)`` with its warnings about non-standard keywords silenced.
+
+    ``header`` may be a Header or the header's 80-character cards as one string.
 
     Returns ``None`` when astropy cannot build a WCS at all.
     """

@@ -145,7 +145,7 @@ def _zcut_dataset(opened: OpenedSource, images) -> xr.Dataset:
     match = _SURVEY_IN_NAME.match(opened.name or "")
     attrs["survey"] = match.group(1) if match else ""
     attrs["wcs_valid"] = bool(wcs_valid)
-    attrs["fits_headers"] = hdulist_header_texts(opened.hdul)
+    attrs["fits_headers"] = hdulist_header_texts(opened.hdul, opened)
     var_attrs = {"units": unit} if unit else {}
     return xr.Dataset({"image": (("band", "y", "x"), cube, var_attrs)}, coords=coords, attrs=attrs)
 
@@ -177,7 +177,7 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
     attrs["instrument"] = header_str(primary, "INSTRUME")
     attrs["detector"] = header_str(primary, "DETECTOR")
     attrs["wcs_valid"] = sky is not None
-    attrs["fits_headers"] = hdulist_header_texts(opened.hdul)
+    attrs["fits_headers"] = hdulist_header_texts(opened.hdul, opened)
     sci_unit = header_str(sci_hdu.header, "BUNIT")
     with np.errstate(invalid="ignore"):
         valid = np.nan_to_num(wht) > 0  # MVM mosaics zero-fill where no exposure landed

@@ -171,10 +171,10 @@ def _time_chunk(chunks, row_bytes: int, nrows: int) -> int:
     return min(chunk, max(1, nrows))
 
 
-def _scalar_columns(opened: OpenedSource, pixels: fits.BinTableHDU, names: list[str], lazy_dtype) -> dict:
+def _scalar_columns(opened: OpenedSource, pixels: fits.BinTableHDU, names: list[str], lazy_dtype,
+                    offset: int | None, table) -> dict:
     """The small per-cadence columns, native order, read without keeping pixel data."""
-    if lazy_dtype is not None and opened.location is not None:
-        offset = opened.hdul.fileinfo(opened.hdul.index_of(pixels))["datLoc"]
+    if table is None and lazy_dtype is not None and opened.location is not None:
         nrows = int(pixels.header["NAXIS2"])
         out = {name: [] for name in names}
         step = max(1, (16 * 2**20) // lazy_dtype.itemsize)  # bounded memory: 16 MB of rows at a time
@@ -183,8 +183,31 @@ def _scalar_columns(opened: OpenedSource, pixels: fits.BinTableHDU, names: list[
                 reader = PixelColumnReader(opened.location, offset, lazy_dtype, nrows, name)
                 out[name].append(reader.read_rows(start, start + step))
         return {name: (np.concatenate(parts) if parts else np.empty(0)) for name, parts in out.items()}
-    data = pixels.data
+    data = pixels.data if table is None else table
     return {name: _native(data[name]) for name in names}
+
+
+def _direct_table(opened: OpenedSource, layout: np.dtype | None, offset: int | None, nrows: int):
+    """The PIXELS rows as a structured numpy view of the file (memmap) or of its bytes, or None.
+
+    Much cheaper than astropy's ``FITS_rec`` (no column objects, no scaling checks); only
+    used when :func:`_table_layout` found a plain table.
+    """
+    if layout is None or offset is None:
+        return None
+    if opened.fits_bytes is not None:
+        if offset + nrows * layout.itemsize > len(opened.fits_bytes):
+            raise DecodeError(f"{opened.name or 'input'}: file ends inside the PIXELS table")
+        return np.frombuffer(opened.fits_bytes, dtype=layout, count=nrows, offset=offset)
+    if opened.location is not None and opened.location.is_local:
+        import os
+
+        if offset + nrows * layout.itemsize > os.path.getsize(opened.location.local_path):
+            raise DecodeError(f"{opened.name or 'input'}: file ends inside the PIXELS table")
+        if nrows == 0:
+            return np.empty(0, dtype=layout)
+        return np.memmap(opened.location.local_path, dtype=layout, mode="r", offset=offset, shape=(nrows,))
+    return None
 
 
 def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
@@ -209,10 +232,20 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     nrows = int(pix_hdr.get("NAXIS2", 0))
 
     # ---- per-cadence columns -------------------------------------------------------------
-    lazy_dtype = _table_layout(pixels) if chunks is not None and opened.location is not None else None
+    layout = _table_layout(pixels)
+    offset = None
+    if layout is not None and (opened.location is not None or opened.fits_bytes is not None):
+        try:
+            offset = int(pixels.fileinfo()["datLoc"])
+        except Exception as err:  # a malformed header can stop astropy here
+            log.info("no byte offset for PIXELS (%s); reading through astropy", err)
+    lazy_dtype = layout if chunks is not None and opened.location is not None and offset is not None else None
+    # eager decodes (and the small columns of remote lazy ones) read a numpy view of the table
+    table = None if lazy_dtype is not None and not opened.location.is_local else \
+        _direct_table(opened, layout, offset, nrows)
     wanted = [colnames[n] for n in ("TIME", "TIMECORR", "CADENCENO", "QUALITY", "FFI_FILE") if n in colnames]
     wanted += [colnames[n] for n in MOVING_COLUMNS if moving]
-    cols = _scalar_columns(opened, pixels, wanted, lazy_dtype)
+    cols = _scalar_columns(opened, pixels, wanted, lazy_dtype, offset, table)
     get = lambda name: cols.get(colnames.get(name, ""))  # noqa: E731 - tiny local accessor
 
     time = np.asarray(get("TIME"), dtype=np.float64)
@@ -230,14 +263,20 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     coords["quality"] = ("time", quality.astype(np.int32),
                          {"long_name": "TESS quality flags (bit mask)", "flag_masks_default": 17087})
     ffi = get("FFI_FILE")
-    ffi_names = [] if ffi is None else [v.decode("ascii", "replace").strip() if isinstance(v, bytes) else str(v).strip()
-                                        for v in ffi]
-    coords["ffi_file"] = ("time", np.array(ffi_names if ffi is not None else [""] * nrows,
-                                           dtype=np.dtypes.StringDType()),
-                          {"long_name": "source FFI file name"})
-    if ffi_names and not any(name.endswith(".fits") for name in ffi_names):
+    if ffi is None:
+        ffi_names = np.full(nrows, "", dtype=np.dtypes.StringDType())
+    else:
+        ffi = np.strings.strip(np.asarray(ffi))
+        try:
+            # bytes → StringDType directly is ~20x faster than via str or a Python loop
+            ffi_names = ffi.astype(np.dtypes.StringDType())
+        except UnicodeDecodeError:  # hostile non-ASCII bytes: decode with replacement
+            ffi_names = np.strings.decode(ffi, "ascii", "replace").astype(np.dtypes.StringDType())
+    coords["ffi_file"] = ("time", ffi_names, {"long_name": "source FFI file name"})
+    suffix = b".fits" if ffi is not None and ffi.dtype.kind == "S" else ".fits"
+    if ffi is not None and nrows and not np.strings.endswith(ffi, suffix).any():
         width = pixels.columns[colnames["FFI_FILE"]].format.repeat
-        if width and max(len(n) for n in ffi_names) >= int(width):
+        if width and int(np.strings.str_len(ffi).max()) >= int(width):
             quirks.append("ffi_file_truncated")
     if moving:
         for column, (name, unit) in MOVING_COLUMNS.items():
@@ -250,7 +289,6 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
         import dask.array as da  # only a chunked decode needs dask
         from dask.base import tokenize
 
-        offset = hdul.fileinfo(hdul.index_of(pixels))["datLoc"]
         for col, var in present:
             reader = PixelColumnReader(opened.location, offset, lazy_dtype, nrows, colnames[col])
             tchunk = _time_chunk(chunks, reader.dtype.itemsize * ny * nx, nrows)
@@ -260,7 +298,7 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
             data_vars[var] = (("time", "y", "x"), arr.reshape(nrows, ny, nx).astype(np.float32, copy=False),
                               {"units": FLUX_UNITS})
     else:
-        table = pixels.data
+        table = pixels.data if table is None else table
         for col, var in present:
             arr = _native(table[colnames[col]]).astype(np.float32, copy=False).reshape(nrows, ny, nx)
             if chunks is not None:
@@ -282,9 +320,12 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
         quirks.append("column_wcs_malformed")
     attrs["column_wcs"] = column_wcs
 
+    header_texts = hdulist_header_texts(hdul, opened)
     wcs_ok = False
     if not moving and aperture_hdu is not None and aperture_shape == (ny, nx):
-        wcs_ok, sky = _sky_coords(aperture_hdu.header, (ny, nx), attrs)
+        # WCSLIB parses the card text directly: much faster than astropy re-verifying each card
+        text = header_texts[hdul.index_of(aperture_hdu)]
+        wcs_ok, sky = _sky_coords(text.replace("\n", "") if text else aperture_hdu.header, (ny, nx), attrs)
         if wcs_ok and column_wcs != "malformed":
             coords["ra"] = (("y", "x"), sky[0], {"units": "deg", "long_name": "right ascension (ICRS)"})
             coords["dec"] = (("y", "x"), sky[1], {"units": "deg", "long_name": "declination (ICRS)"})
@@ -302,10 +343,10 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
         coords["row"] = (("y", "x"), row0 + ii, {"long_name": "CCD row (1-based, from 2CRVnP)"})
         coords["column"] = (("y", "x"), col0 + jj, {"long_name": "CCD column (1-based, from 1CRVnP)"})
 
-    if _has_undefined(hdul, quirks):
+    attrs["fits_headers"] = header_texts
+    if _has_undefined(attrs["fits_headers"], quirks):
         quirks.append("undefined_keywords")
     attrs["quirks"] = sorted(set(quirks))
-    attrs["fits_headers"] = hdulist_header_texts(hdul)
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return ds
 
@@ -420,7 +461,7 @@ def _ccd_origin(pix_hdr: fits.Header, colnames: dict, pixels) -> tuple[int, int]
     return None
 
 
-def _sky_coords(header: fits.Header, shape: tuple[int, int], attrs: dict):
+def _sky_coords(header: fits.Header | str, shape: tuple[int, int], attrs: dict):
     """(valid, (ra, dec)) from the APERTURE WCS; valid only if it places RA_OBJ/DEC_OBJ on the cutout."""
     wcs = quiet_wcs(header)
     if wcs is None or not wcs.has_celestial or wcs.naxis != 2:
@@ -448,15 +489,23 @@ def _sky_coords(header: fits.Header, shape: tuple[int, int], attrs: dict):
     return True, (np.asarray(ra, np.float64), np.asarray(dec, np.float64))
 
 
-def _has_undefined(hdul: fits.HDUList, quirks: list[str]) -> bool:
+def _has_undefined(texts: list[str], quirks: list[str]) -> bool:
+    """Whether any card has an undefined value (``KEY     =`` and nothing before the comment).
+
+    Works on the card text: parsing every card value through astropy costs more than the
+    whole pixel read of a small TPF.
+    """
     found = False
-    for hdu in hdul:
-        for card in hdu.header.cards:
-            try:
-                value = card.value
-            except Exception:  # a malformed card: kept raw in the header text
-                if "unparsable_card" not in quirks:
-                    quirks.append("unparsable_card")
+    for text in texts:
+        for card in text.split("\n"):
+            if card[8:10] != "= " or card.startswith(("COMMENT", "HISTORY", "CONTINUE")):
                 continue
-            found = found or isinstance(value, fits.card.Undefined)
+            value = card[10:].lstrip()
+            if value.startswith("'"):
+                if value.count("'") < 2:
+                    if "unparsable_card" not in quirks:
+                        quirks.append("unparsable_card")
+                continue
+            if value == "" or value.startswith("/"):
+                found = True
     return found
