@@ -361,3 +361,45 @@ def test_mastcut_emulate_refuses_unknown_fault():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown fault 'meteor'" in proc.stderr
+
+
+# ---- request parsing (pure functions) --------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mastcut_dask.emulator.errors import BadRequest  # noqa: E402
+from mastcut_dask.emulator.params import parse_request  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(min_value=0, max_value=1e4, allow_nan=False),
+       unit=st.sampled_from(["", "d", "m", "s", "px"]))
+def test_radius_suffixes_scale_correctly(value, unit):
+    factor = {"": 1.0, "d": 1.0, "m": 1 / 60, "s": 1 / 3600, "px": 21 / 3600}[unit]
+    params = parse_request(f"radius={value!r}{unit}", b"", None)
+    assert params.radius_deg() == pytest.approx(value * factor, rel=1e-12, abs=1e-300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sectors=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=6),
+       form=st.sampled_from(["repeated", "literal", "comma"]))
+def test_sector_lists_in_every_wire_form(sectors, form):
+    if form == "repeated":
+        query = "&".join(f"sector={s}" for s in sectors)
+    elif form == "literal":
+        query = "sector=" + str(sectors)  # what astroquery's GET path sends for a list
+    else:
+        query = "sector=" + ",".join(map(str, sectors))
+    assert parse_request(query, b"", None).sectors() == sorted(set(sectors))
+
+
+def test_form_and_json_bodies_and_query_merge():
+    p = parse_request("ra=1", b"dec=2&sector=3&sector=4", "application/x-www-form-urlencoded")
+    assert p.position() == (1.0, 2.0) and p.sectors() == [3, 4]
+    p = parse_request("", b'{"ra": 351.3, "dec": 28.4, "x": 5.0, "y": 3.0, "units": "px"}',
+                      "application/json")
+    size = p.size()
+    assert p.position() == (351.3, 28.4) and (size.x, size.y, size.units) == (5.0, 3.0, "px")
+    with pytest.raises(BadRequest):
+        parse_request("", b"[1, 2]", "application/json")
+    assert parse_request("sector=All", b"", None).sectors() is None
