@@ -491,3 +491,7 @@ class MastcutBackendEntrypoint(_BackendBase):
         name = os.fspath(filename_or_obj).lower()
         return name.endswith("_astrocut.fits") or (
             name.endswith(".fits") and ("hst_cutout" in name or "astrocut" in name))
+
+
+# registers the ``ds.mastcut`` accessor for every dataset once the decoders are in use
+from . import accessor as _accessor  # noqa: E402,F401

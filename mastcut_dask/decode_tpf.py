@@ -419,7 +419,7 @@ def _identity_attrs(primary: fits.Header, opened: OpenedSource, ffi_names: list[
     attrs["object"] = header_str(primary, "OBJECT")
     attrs["procver"] = header_str(primary, "PROCVER")
     attrs["creator"] = header_str(primary, "CREATOR")
-    attrs["origin"] = header_str(primary, "ORIGIN")
+    attrs["origin_institution"] = header_str(primary, "ORIGIN")
     return attrs
 
 
