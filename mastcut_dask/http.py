@@ -211,6 +211,11 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
         raise _Retryable(f"timed out ({_describe(err)})") from None
     except requests.ConnectionError as err:
         raise _Retryable(f"connection failed ({_describe(err)})") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema) as err:
+        raise _Fatal(InvalidQueryError(f"Cannot request {url!r}: {_describe(err)}", url=url)) from None
+    except requests.RequestException as err:
+        raise _Fatal(ServiceError(f"{method} {url} failed: {_describe(err)}", url=url)) from None
     with resp:
         full_url = resp.url or url
         status = resp.status_code

@@ -223,3 +223,9 @@ def test_backoff_delay_is_capped_full_jitter():
     assert max(backoff_delay(0, opts, rng=rng) for _ in range(50)) <= 0.5
     assert backoff_delay(0, opts, retry_after=3.0, rng=rng) == 3.0     # Retry-After wins when longer
     assert backoff_delay(0, opts, retry_after=60.0, rng=rng) == 4.0    # ...but never beyond the cap
+
+
+def test_malformed_url_is_the_callers_mistake_not_retried():
+    opts = ServiceOptions(max_retries=3, backoff_base=0.01)
+    with pytest.raises(InvalidQueryError, match="No scheme"):
+        perform("GET", "mast.stsci.edu/tesscut", options=opts)
