@@ -14,6 +14,7 @@ import xarray as xr
 from mastcut_dask.exceptions import InvalidQueryError, UnsafeArchiveError
 from mastcut_dask.store import (
     COMMIT_DIR,
+    IN_MEMORY_BYTES,
     MANIFEST_COLUMNS,
     Manifest,
     ManifestRow,
@@ -181,13 +182,32 @@ def test_a_group_without_its_commit_marker_is_not_read(tmp_path):
     assert list(open_cutouts(str(tmp_path))["tic_1"].children) == ["s0001-4-3"]
 
 
-def test_failed_dataset_write_leaves_no_group(tmp_path):
+@pytest.mark.parametrize("max_memory_bytes", [IN_MEMORY_BYTES, 0], ids=["in-memory", "streamed"])
+def test_failed_dataset_write_leaves_no_group(tmp_path, max_memory_bytes):
+    out = str(tmp_path)
+    write_dataset(out, "tic_1", "s0002-4-3", small_dataset(), max_memory_bytes=max_memory_bytes)
     bad = small_dataset().assign_attrs(unserialisable=object())  # not JSON: zarr refuses it
     with pytest.raises(TypeError):
-        write_dataset(str(tmp_path), "tic_1", "s0001-4-3", bad)
+        write_dataset(out, "tic_1", "s0001-4-3", bad, max_memory_bytes=max_memory_bytes)
     assert not (tmp_path / "cutouts.zarr" / "tic_1" / "s0001-4-3").exists()
     assert os.listdir(tmp_path / ".staging") == []
-    assert len(open_cutouts(str(tmp_path)).children) == 0
+    assert list(open_cutouts(out)["tic_1"].children) == ["s0002-4-3"]
+    # a failed rewrite keeps the group it would have replaced
+    with pytest.raises(TypeError):
+        write_dataset(out, "tic_1", "s0002-4-3", bad, max_memory_bytes=max_memory_bytes)
+    xr.testing.assert_identical(open_cutouts(out)["tic_1/s0002-4-3"].to_dataset().load(), small_dataset())
+
+
+def test_streamed_and_in_memory_writes_store_the_same(tmp_path):
+    ds = small_dataset(3)
+    write_dataset(str(tmp_path), "a", "p", ds)
+    write_dataset(str(tmp_path), "b", "p", ds, max_memory_bytes=0)
+    tree = open_cutouts(str(tmp_path))
+    xr.testing.assert_identical(tree["a/p"].to_dataset().load(), tree["b/p"].to_dataset().load())
+    files = sorted(p.relative_to(tmp_path / "cutouts.zarr" / "a" / "p")
+                   for p in (tmp_path / "cutouts.zarr" / "a" / "p").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "cutouts.zarr" / "b" / "p")
+                           for p in (tmp_path / "cutouts.zarr" / "b" / "p").rglob("*") if p.is_file())
 
 
 def test_open_cutouts_on_an_empty_store(tmp_path):

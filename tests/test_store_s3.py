@@ -142,16 +142,25 @@ def test_interrupted_writes_on_s3_never_look_complete(s3_out):
     root = out[len("s3://"):]
     assert not fs.exists(f"{root}/fits/zcut/ngc_1234/{ZCUT_FILE}")
 
-    # a group rewritten in place loses its marker first: a failed rewrite leaves it unread
+    # a failed encode changes nothing: the previous group stays complete and readable
     write_dataset(out, "ngc_1234", "candels_gn_30mas", dataset(3), storage_options=options)
-    assert list(open_cutouts(out, storage_options=options)["ngc_1234"].children) == ["candels_gn_30mas"]
     with pytest.raises(TypeError):
         write_dataset(out, "ngc_1234", "candels_gn_30mas", dataset(4).assign_attrs(bad=object()),
                       storage_options=options)
+    xr.testing.assert_identical(
+        open_cutouts(out, storage_options=options)["ngc_1234/candels_gn_30mas"].to_dataset().load(), dataset(3))
+    # a group streamed in place loses its marker first: a rewrite failing midway leaves it unread
+    with pytest.raises(TypeError):
+        write_dataset(out, "ngc_1234", "candels_gn_30mas", dataset(4).assign_attrs(bad=object()),
+                      storage_options=options, max_memory_bytes=0)
     assert len(open_cutouts(out, storage_options=options).children) == 0
     row = ManifestRow("ngc_1234", "zcut", "candels_gn_30mas", "done", f"fits/zcut/ngc_1234/{ZCUT_FILE}",
                       "ngc_1234/candels_gn_30mas", 5, "0" * 64)
     assert not Manifest(out, storage_options=options).is_done(row)
+    # and the streamed path writes a readable group on S3 too
+    write_dataset(out, "ngc_1234", "candels_gn_30mas", dataset(5), storage_options=options, max_memory_bytes=0)
+    xr.testing.assert_identical(
+        open_cutouts(out, storage_options=options)["ngc_1234/candels_gn_30mas"].to_dataset().load(), dataset(5))
 
 
 def test_read_targets_from_s3(s3_out):
