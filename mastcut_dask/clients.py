@@ -40,7 +40,7 @@ from .archive import (
     verify_zip,
 )
 from .exceptions import InputWarning, InvalidQueryError, MastcutError, NoResultsWarning, UnexpectedResponseError
-from .http import HttpResult, perform
+from .http import KEEP_TEMPORARY, HttpResult, perform
 from .options import ServiceOptions, resolve_base_url, resolve_resolver_url
 from .resolve import resolve_name
 from .services import ZCUT_FORMATS, ZCUT_IMG_PARAMS, check_zcut_options, cutout_endpoint, cutout_params
@@ -212,18 +212,27 @@ def download_cutout_archive(options: ServiceOptions, request: CutoutRequest, des
     params = cutout_params(request, download=True)
     limits = ArchiveLimits.from_options(options)
     name = final_name or f"{spec.zip_prefix}{uuid.uuid4().hex}.zip"
+    if os.path.basename(name) != name or name in (".", ".."):
+        raise InvalidQueryError(f"final_name must be a plain file name, got {final_name!r}")
     os.makedirs(dest_dir, exist_ok=True)
     log.info("Downloading %s %s", spec.name, request.describe())
     with _about(request.describe()):
         result = perform("GET", url, options=options, throttle=throttle, params=params, dest_dir=dest_dir,
-                         final_name=name, tmp_prefix=spec.zip_prefix, validate=_archive_validator(limits))
-    if sniff_bytes(result.head(), url=result.url) == "json":
-        try:
-            return no_data_message(result.path, url=result.url)
-        finally:
-            os.unlink(result.path)
-    members = _names(result.path)  # verified by the validator before the rename
-    return CutoutArchive(path=result.path, members=members, url=result.url, n_bytes=result.n_bytes)
+                         final_name=KEEP_TEMPORARY, tmp_prefix=spec.zip_prefix,
+                         validate=_archive_validator(limits))
+    part = result.path
+    try:
+        if sniff_bytes(result.head(), url=result.url) == "json":
+            # A "no data" reply never takes the archive's name, not even for a moment.
+            return no_data_message(part, url=result.url)
+        members = _names(part)  # verified by the validator
+        final = os.path.join(dest_dir, name)
+        os.replace(part, final)
+        part = None
+    finally:
+        if part is not None:
+            os.unlink(part)
+    return CutoutArchive(path=final, members=members, url=result.url, n_bytes=result.n_bytes)
 
 
 def _names(path: str) -> tuple[str, ...]:

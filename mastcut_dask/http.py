@@ -43,10 +43,12 @@ from .exceptions import (
 from .options import ServiceOptions
 from .throttle import NullThrottle, Throttle
 
-__all__ = ["HttpResult", "perform", "backoff_delay", "get_session", "RETRY_STATUSES"]
+__all__ = ["HttpResult", "perform", "backoff_delay", "get_session", "RETRY_STATUSES", "KEEP_TEMPORARY"]
 
 log = logging.getLogger(__name__)
 
+#: ``final_name`` that asks `perform` not to rename the downloaded body.
+KEEP_TEMPORARY = "<keep temporary>"
 #: Statuses that mean "busy or briefly down; try again later".
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _CHUNK = 1 << 16
@@ -310,7 +312,8 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
         Stream the body to a temporary file in this folder and rename it to ``final_name``
         (default: a random unique name). Without it the body is kept in memory.
     final_name : str, optional
-        File name (not a path) inside ``dest_dir``.
+        File name (not a path) inside ``dest_dir``; `KEEP_TEMPORARY` leaves the body under its
+        temporary ``.part`` name for the caller to rename (or delete) after a closer look.
     tmp_prefix : str
         Prefix of the random names.
     validate : callable, optional
@@ -340,7 +343,8 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
         limit = min(limit, _MAX_MEMORY_BODY)
     if dest_dir is not None:
         os.makedirs(dest_dir, exist_ok=True)
-    if final_name is not None and (os.path.basename(final_name) != final_name or final_name in ("", ".", "..")):
+    if final_name not in (None, KEEP_TEMPORARY) and (os.path.basename(final_name) != final_name
+                                                     or final_name in ("", ".", "..")):
         raise InvalidQueryError(f"final_name must be a plain file name, got {final_name!r}")
     tries = 1 + max(int(options.max_retries), 0)
     shown_url = _display_url(method, url, params)
@@ -386,7 +390,7 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
                 _discard(result)
             raise
         result.attempts = attempt + 1
-        if dest_dir is not None and result.path is not None:
+        if dest_dir is not None and result.path is not None and final_name != KEEP_TEMPORARY:
             name = final_name or f"{tmp_prefix}_{uuid.uuid4().hex}"
             final = os.path.join(dest_dir, name)
             os.replace(result.path, final)
