@@ -181,3 +181,33 @@ def test_zcut_and_hapcut_share_the_plumbing(tmp_path):
             warnings.simplefilter("ignore")
             assert h.get_cutouts(coordinates=SkyCoord(351.347812, 28.497808, unit="deg"), size=3)
         assert emu.stats()["status_counts"].get(503, 0) > 0
+
+
+def test_stage_functions_for_the_pipeline(emulator, tmp_path):
+    from mastcut_dask.archive import CutoutArchive, NoData
+    from mastcut_dask.clients import (
+        download_cutout_archive,
+        extract_cutout_archive,
+        fetch_cutout_members,
+        read_cutout_members,
+    )
+    from mastcut_dask.options import ServiceOptions
+    from mastcut_dask.targets import CutoutRequest, parse_size
+
+    opts = ServiceOptions(base_url=emulator.url, resolver_url=emulator.resolver_url)
+    covered = CutoutRequest("tesscut", size=parse_size(3), ra=107.18696, dec=-70.50919, sector=33,
+                            target_id="t1")
+    got = download_cutout_archive(opts, covered, str(tmp_path / "zips"), final_name="t1.zip")
+    assert isinstance(got, CutoutArchive) and got.path == str(tmp_path / "zips" / "t1.zip")
+    assert files_under(tmp_path / "zips") == ["t1.zip"] and got.members
+    members = read_cutout_members(got, opts)
+    assert [m for m, _ in members] == list(got.members)
+    assert fetch_cutout_members(opts, covered) == members            # GET and POST give the same bytes
+    paths = extract_cutout_archive(got, str(tmp_path / "fits"), opts)
+    assert [os.path.basename(p) for p in paths] == list(got.members) and not os.path.exists(got.path)
+
+    nowhere = CutoutRequest("tesscut", size=parse_size(3), ra=180.0, dec=0.0, target_id="t2")
+    nodata = download_cutout_archive(opts, nowhere, str(tmp_path / "zips"), final_name="t2.zip")
+    assert isinstance(nodata, NoData) and "No FFIs" in nodata.message and "astrocut" in nodata.url
+    assert files_under(tmp_path / "zips") == []
+    assert isinstance(fetch_cutout_members(opts, nowhere), NoData)
