@@ -571,7 +571,9 @@ def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, 
     opts = None if _is_local(fs) else dict(storage_options or {})
     datasets = {}
     for target_id, product in _complete_groups(fs, root):
-        url = store_url(out, f"{ZARR_NAME}/{target_id}/{product}")
+        rel = f"{ZARR_NAME}/{target_id}/{product}"
+        # Local stores open by plain path (also for file:// URLs); remote ones by URL + options.
+        url = posixpath.join(root, rel) if opts is None else store_url(out, rel)
         datasets[f"{target_id}/{product}"] = xr.open_dataset(
             url, engine="zarr", consolidated=False, zarr_format=3, chunks=chunks,
             backend_kwargs={"storage_options": opts} if opts else None)

@@ -483,3 +483,14 @@ def test_rows_without_fits_verify_their_group_and_out_is_resolved(tmp_path, monk
     assert resolve_out("results/") == os.path.join(str(tmp_path), "results")
     assert resolve_out(f"file://{tmp_path}") == str(tmp_path)
     assert resolve_out("s3://bucket/run1") == "s3://bucket/run1"
+
+
+def test_file_urls_work_like_paths(tmp_path):
+    out = f"file://{tmp_path}/run"
+    rel, n_bytes, sha = write_fits(out, "tesscut", "tic_1", TESS_FILE, b"SIMPLE")
+    group = write_dataset(out, "tic_1", "s0008-1-1", small_dataset())
+    m = Manifest(out)
+    m.append(ManifestRow("tic_1", "tesscut", "s0008-1-1", "done", rel, group, n_bytes, sha))
+    assert (tmp_path / "run" / rel).read_bytes() == b"SIMPLE"
+    assert Manifest(str(tmp_path / "run")).should_skip("tic_1", "tesscut", "s0008-1-1")
+    xr.testing.assert_identical(open_cutouts(out)["tic_1/s0008-1-1"].to_dataset().load(), small_dataset())
