@@ -94,3 +94,22 @@ def test_seed_downloads_land_where_the_document_says(emulator, tmp_path, monkeyp
         assert os.path.isfile(path) and os.path.getsize(path) > 0
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith((".zip", ".part"))]
     assert leftovers == []
+
+
+def test_seed_in_memory_structures(emulator, monkeypatch):
+    """What the document's ignored-output ``info()`` tables show, checked structurally."""
+    monkeypatch.setenv("MASTCUT_MAST_URL", emulator.url)
+    monkeypatch.setenv("MASTCUT_RESOLVER_URL", emulator.resolver_url)
+    from astropy.coordinates import SkyCoord
+
+    from mastcut_dask import Hapcut, Tesscut, Zcut
+
+    hap = Hapcut.get_cutouts(coordinates=SkyCoord(351.347812, 28.497808, unit="deg"), size=5)
+    assert [(h.name, type(h).__name__) for h in hap[0]] == [("PRIMARY", "PrimaryHDU"), ("SCI", "ImageHDU"),
+                                                            ("WHT", "ImageHDU")]
+    assert hap[0]["SCI"].data.shape == (5, 5) and hap[0]["SCI"].data.dtype.kind == "f"
+    z = Zcut.get_cutouts(coordinates=SkyCoord(189.49206, 62.20615, unit="deg"), survey="3dhst_goods-n")
+    assert z[0][0].name == "PRIMARY" and all(h.name == "CUTOUT" and h.data.shape == (5, 5) for h in z[0][1:])
+    mt = Tesscut.get_cutouts(objectname="Eleonora", moving_target=True, sector=6)
+    assert [h.name for h in mt[0]] == ["PRIMARY", "PIXELS", "APERTURE"]
+    assert len(mt[0]["PIXELS"].columns) == 16 and mt[0]["APERTURE"].data.shape == (2078, 2136)
