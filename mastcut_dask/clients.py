@@ -740,7 +740,21 @@ class HapcutClass(_CutoutClient):
 
     def download_cutouts(self, coordinates: Any = None, *, size: Any = 5, path: str = ".", inflate: bool = True,
                          verbose: bool = False, units: str | None = None):
-        """Download HAP cutouts into ``path``.
+        """Download HAP cutouts (one FITS file per overlapping HAP product) into ``path``.
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, str or (ra, dec)
+        size : int, array-like or Quantity
+            Scalar or ``(ny, nx)``; pixels or angles (default 5 pixels).
+        path : str
+            Destination folder (created if missing).
+        inflate : bool
+            Extract the zip (default) or keep it under a unique name.
+        verbose : bool
+            Log "Inflating..." at INFO level.
+        units : str, optional
+            Unit of plain-number sizes (``"px"`` default).
 
         Returns
         -------
