@@ -94,3 +94,21 @@ def test_invalid_resolver_fails_before_any_request(emulator, opts):
     with pytest.raises(ResolverError, match='Invalid resolver. Must be "NED" or "SIMBAD".'):
         resolve_name("M1", opts, resolver="VizieR")
     assert emulator.stats()["requests"] == before
+
+
+def test_resolver_faults_are_retried_and_reported():
+    from mastcut_dask.emulator import MastEmulator
+    from mastcut_dask.exceptions import ServiceUnavailableError
+
+    clear_cache()
+    with MastEmulator(faults={"503": 0.5, "truncate": 0.2}, seed=4) as emu:
+        opts = ServiceOptions(base_url=emu.url, resolver_url=emu.resolver_url, backoff_base=0.01, backoff_cap=0.05,
+                              max_retries=10)
+        assert resolve_name("M101", opts) == pytest.approx((210.802429, 54.34875))
+        assert emu.stats()["requests"] > 1
+    clear_cache()
+    with MastEmulator(faults={"503": 1.0}) as emu:
+        opts = ServiceOptions(resolver_url=emu.resolver_url, backoff_base=0.01, max_retries=2)
+        with pytest.raises(ServiceUnavailableError, match="Santa-war") as info:
+            resolve_name("M101", opts)
+    assert info.value.attempts == 3 and "name=M101" in info.value.url
