@@ -50,6 +50,7 @@ __all__ = [
     "zarr_group",
     "store_url",
     "resolve_out",
+    "clean_staging",
     "write_fits",
     "write_dataset",
     "is_complete_group",
@@ -262,6 +263,48 @@ def _staging_path(root: str, label: str) -> str:
     # A fresh random name per attempt: two workers retrying the same product never share a
     # temporary; only the final name is derived from the request.
     return posixpath.join(root, STAGING_DIR, f"{uuid.uuid4().hex}-{label}")
+
+
+def clean_staging(out: str, storage_options: Mapping[str, Any] | None = None, *,
+                  older_than: float = 3600.0) -> int:
+    """Remove temporaries that crashed or killed writers left under ``OUT/.staging``.
+
+    Nothing there is ever read, so this only frees space. Entries younger than
+    ``older_than`` seconds are kept, as a writer of a run still going may own them.
+
+    Returns
+    -------
+    int
+        How many entries were removed.
+    """
+    fs, root = _fs(out, storage_options)
+    staging = posixpath.join(root, STAGING_DIR)
+    _forget_listings(fs, staging)
+    if not fs.exists(staging):
+        return 0
+    now = time.time()
+    removed = 0
+    for info in fs.ls(staging, detail=True):
+        age = now - _mtime(info, default=now)
+        if age >= older_than:
+            _remove_quietly(fs, info["name"], recursive=info.get("type") == "directory")
+            removed += 1
+    return removed
+
+
+def _mtime(info: Mapping[str, Any], default: float) -> float:
+    """Modification time (epoch seconds) from an fsspec ``info`` dict, whatever the backend calls it."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return default
 
 
 # ---- FITS ----------------------------------------------------------------------------------

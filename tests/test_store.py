@@ -6,6 +6,7 @@ import csv
 import hashlib
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from mastcut_dask.store import (
     Manifest,
     ManifestRow,
     check_name,
+    clean_staging,
     fits_path,
     is_complete_group,
     resolve_out,
@@ -494,3 +496,22 @@ def test_file_urls_work_like_paths(tmp_path):
     assert (tmp_path / "run" / rel).read_bytes() == b"SIMPLE"
     assert Manifest(str(tmp_path / "run")).should_skip("tic_1", "tesscut", "s0008-1-1")
     xr.testing.assert_identical(open_cutouts(out)["tic_1/s0008-1-1"].to_dataset().load(), small_dataset())
+
+
+def test_clean_staging_removes_only_old_leftovers(tmp_path):
+    out = str(tmp_path)
+    write_fits(out, "tesscut", "tic_1", TESS_FILE, b"kept")
+    staging = tmp_path / ".staging"
+    old_file, old_dir, fresh = staging / "abc-x.fits", staging / "def-tic_1-s0001", staging / "ghi-y.fits"
+    old_file.write_bytes(b"partial")
+    (old_dir / "flux").mkdir(parents=True)
+    (old_dir / "flux" / "zarr.json").write_text("{}")
+    fresh.write_bytes(b"in progress")
+    two_hours_ago = time.time() - 7200
+    for path in (old_file, old_dir):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert clean_staging(out) == 2
+    assert sorted(os.listdir(staging)) == ["ghi-y.fits"]
+    assert clean_staging(out, older_than=0) == 1 and os.listdir(staging) == []
+    assert (tmp_path / "fits" / "tesscut" / "tic_1" / TESS_FILE).read_bytes() == b"kept"
+    assert clean_staging(str(tmp_path / "never_written")) == 0

@@ -17,6 +17,7 @@ import xarray as xr
 
 from mastcut_dask.store import (
     Manifest,
+    clean_staging,
     ManifestRow,
     open_cutouts,
     product_name,
@@ -182,3 +183,14 @@ def test_remote_flush_interval_batches_rewrites_until_flush(s3_out):
             manifest.append(row)
         assert len(Manifest(out, storage_options=options)) == 1
     assert Manifest(out, storage_options=options).rows == rows
+
+
+def test_clean_staging_on_s3(s3_out):
+    out, options = s3_out
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    root = out[len("s3://"):]
+    fs.pipe(f"{root}/.staging/abc-left-over.fits", b"partial")
+    assert clean_staging(out, storage_options=options) == 0  # young: a running writer may own it
+    assert clean_staging(out, storage_options=options, older_than=0) == 1
+    fs.invalidate_cache()
+    assert not fs.exists(f"{root}/.staging/abc-left-over.fits")
