@@ -119,10 +119,22 @@ exactly 355 cadences (whatever the seed). The object itself is an extra Gaussian
 (flux from ``Tmag = 9 + 5 u``) present in moving-target cutouts only; its photon noise enters
 FLUX_ERR there, with the same per-pixel deviate as the fixed sky.
 
-Why this design: the tiling gives honest geometry (coverage is a real WCS projection,
-neighbouring CCDs overlap, some sky is unobserved) at the cost of a few hundred WCSs, while
-the counter-based hashing makes every pixel reproducible in isolation, which is what lets
-tests compare cutouts with each other, with a cube view and with lightkurve.
+Any other object name gets ``hash(name) % 4`` slots picked (by hash) among the slots in use,
+at most one per sector; names compare case- and whitespace-insensitively, ``obj_type`` is
+ignored. The hash of a name is blake2b (Python's ``hash`` is salted per process).
+
+Why this design
+---------------
+The tiling gives honest geometry (coverage is a real WCS projection, neighbouring CCDs
+overlap, some sky is unobserved) at the cost of a few hundred WCSs, while the counter-based
+hashing makes every pixel reproducible in isolation, which is what lets tests compare cutouts
+with each other, with a cube view and with lightkurve. Departures from the first sketch, and
+why: pinned CCDs are centred near their pinned position rather than on the tile centre, so
+coverage holds for every seed and rotation; "exactly these sectors" is enforced by dropping
+conflicting unpinned slots rather than by hoping; the PSF is truncated at 5 px so the set of
+stars reaching a pixel, and therefore its float value, never depends on the request; every
+star transits, so any "TIC n" target has a signal a decoder test can recover; a moving
+object's flux lives only in moving-target files, so ``ccd_pixels`` stays the one fixed sky.
 """
 
 from __future__ import annotations

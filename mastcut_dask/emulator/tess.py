@@ -45,7 +45,7 @@ from ._tess_geometry import (
     sector_cadences,
     slots_covering,
 )
-from ._tess_moving import moving_path, moving_tpf
+from ._tess_moving import moving_path, moving_tpf, safe_name
 from ._tess_pixels import render
 from .errors import BadRequest
 from .sky import S_MOVING, StarTruth, hash_u64, star_truth, tic_position, variability_at
@@ -69,6 +69,7 @@ __all__ = [
     "cutout_window",
     "cutout_name",
     "moving_truth",
+    "safe_name",
     "layout",
 ]
 
