@@ -75,6 +75,8 @@ _PRODUCT_DEPRECATION = ("Tesscut no longer supports operations on TESS Image Cal
 #: Seconds a client's freed request slot rests before reuse: the server counts a request as
 #: finished slightly after the client has read its last byte (see `LocalThrottle`).
 SLOT_SETTLE = 0.02
+#: Requests one call sends at once when it needs several (a moving target's sectors).
+MAX_PARALLEL_REQUESTS = 4
 _SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -369,14 +371,28 @@ class _CutoutClient:
             raise InvalidQueryError("coordinates are required: give a SkyCoord, an 'ra dec' string or (ra, dec).")
         return parse_coordinates(coordinates)
 
-    def _cutouts_in_memory(self, request: CutoutRequest, *, hapcut: bool = False) -> list:
-        got = fetch_cutout_members(self.options, request, throttle=self.throttle)
-        if isinstance(got, NoData):
-            if hapcut and not got.results_empty:
-                raise UnexpectedResponseError(f"HAPCut answered with an error: {got.message}", url=got.url)
-            warnings.warn(got.message, NoResultsWarning, stacklevel=3)
-            return []
-        return open_fits_members(got)
+    def _each(self, fn, requests_: Sequence[CutoutRequest]) -> list:
+        """``fn(request)`` for every request, in order; several at once when there are several
+        (a moving target's sectors), each still under the throttle."""
+        if len(requests_) <= 1:
+            return [fn(r) for r in requests_]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(requests_), MAX_PARALLEL_REQUESTS)) as pool:
+            return list(pool.map(fn, requests_))
+
+    def _cutouts_in_memory(self, requests_: Sequence[CutoutRequest], *, hapcut: bool = False) -> list:
+        options = self.options
+        out: list = []
+        # Warnings are issued here, in the caller's thread, in request order.
+        for got in self._each(lambda r: fetch_cutout_members(options, r, throttle=self.throttle), requests_):
+            if isinstance(got, NoData):
+                if hapcut and not got.results_empty:
+                    raise UnexpectedResponseError(f"HAPCut answered with an error: {got.message}", url=got.url)
+                warnings.warn(got.message, NoResultsWarning, stacklevel=3)
+                continue
+            out += open_fits_members(got)
+        return out
 
     def _download(self, requests_: Sequence[CutoutRequest], path: str, inflate: bool):
         from astropy.table import Table
@@ -384,8 +400,8 @@ class _CutoutClient:
         os.makedirs(path, exist_ok=True)
         options = self.options
         paths: list[str] = []
-        for request in requests_:
-            got = download_cutout_archive(options, request, path, throttle=self.throttle)
+        fetched = self._each(lambda r: download_cutout_archive(options, r, path, throttle=self.throttle), requests_)
+        for got in fetched:
             if isinstance(got, NoData):
                 warnings.warn(got.message, NoResultsWarning, stacklevel=3)
                 continue
@@ -573,10 +589,7 @@ class TesscutClass(_CutoutClient):
         parsed = self._size(size, units)
         sector = _check_sector(sector)
         position = self._target(coordinates, objectname, moving_target, resolver)
-        out: list = []
-        for request in self._requests(position, objectname, mt_type, parsed, sector, moving_target):
-            out += self._cutouts_in_memory(request)
-        return out
+        return self._cutouts_in_memory(self._requests(position, objectname, mt_type, parsed, sector, moving_target))
 
     def download_cutouts(self, *, coordinates: Any = None, size: Any = 5, sector: Any = None,
                          product: str | None = None, path: str = ".", inflate: bool = True,
@@ -670,7 +683,7 @@ class ZcutClass(_CutoutClient):
         parsed = self._size(size, units)
         survey = self._survey(survey)
         ra, dec = self._position(coordinates)
-        return self._cutouts_in_memory(CutoutRequest("zcut", size=parsed, ra=ra, dec=dec, survey=survey))
+        return self._cutouts_in_memory([CutoutRequest("zcut", size=parsed, ra=ra, dec=dec, survey=survey)])
 
     def download_cutouts(self, coordinates: Any = None, *, size: Any = 5, survey: str | None = None,
                          cutout_format: str = "fits", path: str = ".", inflate: bool = True, verbose: bool = False,
@@ -736,7 +749,7 @@ class HapcutClass(_CutoutClient):
         """
         parsed = self._size(size, units)
         ra, dec = self._position(coordinates)
-        return self._cutouts_in_memory(CutoutRequest("hapcut", size=parsed, ra=ra, dec=dec), hapcut=True)
+        return self._cutouts_in_memory([CutoutRequest("hapcut", size=parsed, ra=ra, dec=dec)], hapcut=True)
 
     def download_cutouts(self, coordinates: Any = None, *, size: Any = 5, path: str = ".", inflate: bool = True,
                          verbose: bool = False, units: str | None = None):
