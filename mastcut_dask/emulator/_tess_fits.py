@@ -150,7 +150,7 @@ def _scconfig(sector: int) -> int:
     return 120 + 5 * (sector - 1)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # up to 11,000 x 38 bytes each
 def ffi_names(c: CcdId, seed: int = 0) -> np.ndarray:
     """FFI_FILE values (38 bytes, as astrocut truncates them) for every cadence of a slot."""
     cad = sector_cadences(c.sector, seed)
