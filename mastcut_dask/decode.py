@@ -138,7 +138,7 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
             if not os.path.isfile(path):
                 raise DecodeError(f"no such file: {path}")
             with open(path, "rb") as fh:
-                head = fh.read(len(_PNG_MAGIC))
+                head = fh.read(16)
             if not head.startswith(_FITS_MAGIC):
                 with open(path, "rb") as fh:
                     # gzipped files are decompressed in memory: lazy reads need plain FITS
@@ -147,7 +147,7 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
             hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
             return OpenedSource(hdul, None, loc, name, (hdul,))
         fh = loc.open()
-        head = fh.read(len(_PNG_MAGIC))
+        head = fh.read(16)
         fh.seek(0)
         if lazy and head.startswith(_FITS_MAGIC):
             hdul = fits.open(fh, lazy_load_hdus=True)

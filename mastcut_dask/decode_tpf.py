@@ -36,6 +36,7 @@ from .decode import (
     header_float,
     header_int,
     header_str,
+    header_value,
     hdulist_header_texts,
     quiet_wcs,
 )
@@ -52,15 +53,36 @@ PIXEL_VARS = {"FLUX": "flux", "FLUX_ERR": "flux_err", "FLUX_BKG": "flux_bkg", "F
 MOVING_COLUMNS = {"TGT_X": ("tgt_x", "pixel"), "TGT_Y": ("tgt_y", "pixel"),
                   "TGT_RA": ("tgt_ra", "deg"), "TGT_DEC": ("tgt_dec", "deg")}
 _SECTOR_IN_NAME = re.compile(r"-s(\d{4})-(\d)-(\d)")
+_TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
+# binary-table codes we read straight from the bytes (anything else goes through astropy)
+_FITS_DTYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+# WCS keywords handed to WCSLIB (the rest of a TPF header only slows its parser down)
+_WCS_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CTYPE\d|CUNIT\d|CDELT\d|PC\d_\d|CD\d_\d|CROTA\d|LONPOLE|"
+                      r"LATPOLE|RADESYS|EQUINOX|[AB]P?_ORDER|[AB]P?_\d+_\d+)[A-Z]?$")
 # a target more than this many pixels outside the cutout means the WCS does not describe it
 _WCS_MARGIN_PX = 1.0
+
+
+def table_columns(header: fits.Header) -> list[tuple[str, int, str]]:
+    """``(TTYPE, repeat, TFORM code)`` of every column of a binary-table header.
+
+    Read from the header cards alone: astropy's column objects cost milliseconds per file.
+    """
+    out = []
+    for n in range(1, (header_int(header, "TFIELDS") or 0) + 1):
+        name = header_value(header, f"TTYPE{n}")
+        match = _TFORM.match(str(header_value(header, f"TFORM{n}") or ""))
+        if not isinstance(name, str) or match is None:
+            return []
+        out.append((name.strip(), int(match.group(1) or 1), match.group(2)))
+    return out
 
 
 def find_pixels_hdu(hdul: fits.HDUList) -> fits.BinTableHDU | None:
     """The PIXELS binary table of a TPF (FLUX and QUALITY columns), or ``None``."""
     for hdu in hdul:
         if isinstance(hdu, fits.BinTableHDU):
-            names = {name.upper() for name in hdu.columns.names}
+            names = {name.upper() for name, _, _ in table_columns(hdu.header)}
             if {"FLUX", "QUALITY"} <= names:
                 return hdu
     return None
@@ -76,11 +98,9 @@ def _native(array: np.ndarray, dtype=None) -> np.ndarray:
     return np.array(array, dtype=(dtype or array.dtype).newbyteorder("="), copy=True)
 
 
-def _cell_shape(pixels: fits.BinTableHDU, column: str, aperture_shape) -> tuple[int, int]:
-    """(ny, nx) of a pixel column, from TDIM; shapes never come from names or requests."""
-    index = [name.upper() for name in pixels.columns.names].index(column) + 1
-    tdim = pixels.header.get(f"TDIM{index}")
-    repeat = pixels.columns[index - 1].format.repeat or 1
+def _cell_shape(header: fits.Header, index: int, repeat: int, aperture_shape) -> tuple[int, int]:
+    """(ny, nx) of pixel column ``index`` (1-based), from TDIM; never from names or requests."""
+    tdim = header.get(f"TDIM{index}")
     if isinstance(tdim, str):
         dims = [int(v) for v in re.findall(r"\d+", tdim)]
         if len(dims) == 2 and dims[0] * dims[1] == repeat:
@@ -142,19 +162,29 @@ class PixelColumnReader:
         return self.read_rows(0, self.nrows)[key]
 
 
-def _table_layout(pixels: fits.BinTableHDU) -> np.dtype | None:
-    """The on-disk (big-endian) row dtype, when the table is plain enough to read directly."""
-    header = pixels.header
-    if any(key.startswith(("TSCAL", "TZERO")) for key in header):
+def _table_layout(header: fits.Header, columns, cells: dict) -> np.dtype | None:
+    """The on-disk (big-endian) row dtype, when the table is plain enough to read directly.
+
+    ``cells`` maps 1-based column numbers to their (ny, nx) cell shape.
+    """
+    if not columns or any(key.startswith(("TSCAL", "TZERO")) for key in header):
         return None
+    fields = []
+    for n, (name, repeat, code) in enumerate(columns, start=1):
+        if code == "A":
+            fields.append((name, f"S{repeat}"))
+        elif code in _FITS_DTYPES:
+            if repeat == 1:
+                fields.append((name, _FITS_DTYPES[code]))
+            else:
+                fields.append((name, _FITS_DTYPES[code], cells.get(n, (repeat,))))
+        else:  # logical, bit, complex, variable-length: astropy knows best
+            return None
     try:
-        dtype = pixels.columns.dtype.newbyteorder(">")
-    except (AttributeError, TypeError, ValueError):
+        dtype = np.dtype(fields)
+    except (TypeError, ValueError):  # e.g. duplicate column names
         return None
-    if dtype.itemsize != header.get("NAXIS1") or any(f.format.p_format for f in pixels.columns
-                                                     if hasattr(f.format, "p_format")):
-        return None
-    return dtype
+    return dtype if dtype.itemsize == header.get("NAXIS1") else None
 
 
 def _time_chunk(chunks, row_bytes: int, nrows: int) -> int:
@@ -217,10 +247,11 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     if pixels is None:
         raise DecodeError(f"{opened.name or 'input'} is not a target pixel file: no binary table with "
                           f"FLUX and QUALITY columns (HDUs: {_describe(hdul)})")
-    colnames = {name.upper(): name for name in pixels.columns.names}
+    pix_columns = table_columns(pixels.header)
+    colnames = {name.upper(): name for name, _, _ in pix_columns}
     if "TIME" not in colnames:
         raise DecodeError(f"{opened.name or 'input'} is not a target pixel file: the PIXELS table "
-                          f"has no TIME column (columns: {', '.join(pixels.columns.names)})")
+                          f"has no TIME column (columns: {', '.join(colnames.values())})")
     primary = hdul[0].header
     pix_hdr = pixels.header
     quirks: list[str] = []
@@ -228,11 +259,14 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
 
     aperture_hdu = _find_aperture(hdul)
     aperture_shape = aperture_hdu.shape if aperture_hdu is not None and aperture_hdu.header.get("NAXIS") == 2 else None
-    ny, nx = _cell_shape(pixels, colnames["FLUX"], aperture_shape)
+    index_of = {name.upper(): n for n, (name, _, _) in enumerate(pix_columns, start=1)}
+    repeat_of = {name.upper(): repeat for name, repeat, _ in pix_columns}
+    ny, nx = _cell_shape(pix_hdr, index_of["FLUX"], repeat_of["FLUX"], aperture_shape)
+    cells = {index_of[c]: (ny, nx) for c in ("RAW_CNTS", *PIXEL_VARS) if c in index_of and repeat_of[c] == ny * nx}
     nrows = int(pix_hdr.get("NAXIS2", 0))
 
     # ---- per-cadence columns -------------------------------------------------------------
-    layout = _table_layout(pixels)
+    layout = _table_layout(pix_hdr, pix_columns, cells)
     offset = None
     if layout is not None and (opened.location is not None or opened.fits_bytes is not None):
         try:
@@ -275,7 +309,7 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     coords["ffi_file"] = ("time", ffi_names, {"long_name": "source FFI file name"})
     suffix = b".fits" if ffi is not None and ffi.dtype.kind == "S" else ".fits"
     if ffi is not None and nrows and not np.strings.endswith(ffi, suffix).any():
-        width = pixels.columns[colnames["FFI_FILE"]].format.repeat
+        width = repeat_of["FFI_FILE"]
         if width and int(np.strings.str_len(ffi).max()) >= int(width):
             quirks.append("ffi_file_truncated")
     if moving:
@@ -325,7 +359,9 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     if not moving and aperture_hdu is not None and aperture_shape == (ny, nx):
         # WCSLIB parses the card text directly: much faster than astropy re-verifying each card
         text = header_texts[hdul.index_of(aperture_hdu)]
-        wcs_ok, sky = _sky_coords(text.replace("\n", "") if text else aperture_hdu.header, (ny, nx), attrs)
+        if text:
+            text = "".join(card for card in text.split("\n") if _WCS_KEY.match(card[:8].rstrip()))
+        wcs_ok, sky = _sky_coords(text or aperture_hdu.header, (ny, nx), attrs)
         if wcs_ok and column_wcs != "malformed":
             coords["ra"] = (("y", "x"), sky[0], {"units": "deg", "long_name": "right ascension (ICRS)"})
             coords["dec"] = (("y", "x"), sky[1], {"units": "deg", "long_name": "declination (ICRS)"})
@@ -424,7 +460,7 @@ def _identity_attrs(primary: fits.Header, opened: OpenedSource, ffi_names: list[
 
 
 def _flux_column_index(colnames: dict, pixels) -> list[int]:
-    names = [n.upper() for n in pixels.columns.names]
+    names = [name.upper() for name, _, _ in table_columns(pixels.header)]
     return [names.index(c) + 1 for c in ("FLUX", "RAW_CNTS") if c in names]
 
 
