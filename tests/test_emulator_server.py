@@ -21,7 +21,6 @@ from mastcut_dask.emulator import MastEmulator
 TESS = "/tesscut/api/v0.1/"
 ZCUT = "/zcut/api/v0.1/"
 HAPCUT = "/hapcut/api/v0.1/"
-RECORDED_RESOLVER = "tests/data/resolver.json"
 
 
 def _recorded_resolver():

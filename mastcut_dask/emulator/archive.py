@@ -16,7 +16,8 @@ import struct
 import zipfile
 import zlib
 
-__all__ = ["ZIP_COMPRESSIONS", "build_zip", "corrupt_zip", "zipslip_zip", "zipbomb_zip", "ZIPBOMB_DECLARED_BYTES"]
+__all__ = ["ZIP_COMPRESSIONS", "ZIPBOMB_DECLARED_BYTES", "build_zip", "corrupt_zip", "zipslip_zip",
+           "zipbomb_zip"]
 
 # Fixed member timestamp: archives must depend on the request only, never on the clock.
 _EPOCH = (2020, 1, 1, 0, 0, 0)
