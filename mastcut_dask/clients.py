@@ -23,6 +23,7 @@ import logging
 import numbers
 import os
 import re
+import threading
 import uuid
 import warnings
 from typing import Any, Iterable, Iterator, Sequence
@@ -64,6 +65,7 @@ __all__ = [
     "read_cutout_members",
     "extract_cutout_archive",
     "open_fits_members",
+    "shared_throttle",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,25 @@ SLOT_SETTLE = 0.02
 #: Requests one call sends at once when it needs several (a moving target's sectors).
 MAX_PARALLEL_REQUESTS = 4
 _SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+# ---- one budget per server and process ------------------------------------------------------
+_throttles: dict[tuple[str, int, float], LocalThrottle] = {}
+_throttles_lock = threading.Lock()
+
+
+def shared_throttle(base_url: str, max_concurrency: int = 10, max_rate: float = 0.0) -> LocalThrottle:
+    """This process's `LocalThrottle` for the server of ``base_url`` with these limits.
+
+    Every client instance (and thread) talking to the same server with the same limits shares
+    it, so creating a second ``TesscutClass`` does not double the requests in flight.
+    """
+    key = (urlsplit(base_url).netloc.lower(), int(max_concurrency), float(max_rate))
+    with _throttles_lock:
+        throttle = _throttles.get(key)
+        if throttle is None:
+            throttle = _throttles[key] = LocalThrottle(max_concurrency, max_rate, settle=SLOT_SETTLE)
+        return throttle
 
 
 # ---- stage functions (no Dask, plain arguments) ---------------------------------------------
@@ -339,7 +360,10 @@ class _CutoutClient:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         self._base_options = options
         self._overrides = overrides
-        self.throttle: Throttle = throttle or LocalThrottle(max_concurrency, max_rate, settle=SLOT_SETTLE)
+        if throttle is None:
+            LocalThrottle(max_concurrency, max_rate)  # validates the limits now, not at the first call
+        self._throttle = throttle
+        self._limits = (int(max_concurrency), float(max_rate))
         self.options  # validate now: a bad option fails at construction  # noqa: B018
 
     @property
@@ -358,6 +382,14 @@ class _CutoutClient:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InvalidQueryError(f"{name} {getattr(options, name)!r} must be an http(s) URL.")
         return options
+
+    @property
+    def throttle(self) -> Throttle:
+        """The request budget: the one given, else this process's `LocalThrottle` for the server
+        (shared by every client instance with the same server and limits)."""
+        if self._throttle is not None:
+            return self._throttle
+        return shared_throttle(self.options.base_url, *self._limits)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.options.base_url!r})"
@@ -460,11 +492,12 @@ class TesscutClass(_CutoutClient):
     max_retries : int, optional
         Retries after the first try (default 5).
     max_concurrency : int
-        Requests in flight at once from this instance, across all threads (default 10).
+        Requests in flight at once to this server from this process, across all threads and
+        all client instances with the same limits (default 10; see `shared_throttle`).
     max_rate : float
-        Request starts per second from this instance (0 = no limit).
+        Request starts per second to this server from this process (0 = no limit).
     throttle : Throttle, optional
-        Use this throttle instead of a new `~mastcut_dask.throttle.LocalThrottle`.
+        Use this throttle instead (e.g. a cluster-wide one).
     options : ServiceOptions, optional
         Base options; other keyword arguments (``backoff_base=``, ``backoff_cap=``,
         ``connect_timeout=``, ``read_timeout=``, archive bounds) override its fields.

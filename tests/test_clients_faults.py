@@ -152,6 +152,29 @@ def test_30_threads_never_exceed_10_in_flight():
     assert client.throttle.max_in_flight <= 10
 
 
+def test_two_client_instances_share_one_budget():
+    with MastEmulator(max_cadences=20, latency=0.05, max_concurrency=10) as emu:
+        clients = [tess(emu, max_retries=0), tess(emu, max_retries=0)]
+        assert clients[0].throttle is clients[1].throttle
+        start = threading.Barrier(30)
+        errors = []
+
+        def call(client):
+            start.wait()
+            try:
+                client.get_cutouts(**KW)
+            except Exception as err:  # collected and asserted on below
+                errors.append(err)
+
+        threads = [threading.Thread(target=call, args=(clients[i % 2],)) for i in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = emu.stats()
+    assert errors == [] and stats["max_in_flight"] <= 10 and 503 not in stats["status_counts"]
+
+
 def test_parallel_downloads_into_one_folder_do_not_collide(tmp_path):
     with MastEmulator(max_cadences=20) as emu:
         client = tess(emu)
