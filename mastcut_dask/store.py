@@ -736,20 +736,30 @@ class Manifest:
             return
         with self._fs.open(self._path, "rb") as fh:
             text = fh.read().decode("utf-8", errors="replace")
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith(("\n", "\r")):
-            # A crash mid-append leaves a partial last line: drop it (that result is re-fetched).
+        if text and not text.endswith("\n"):
+            # A crash mid-append leaves a partial last row: drop it (that result is re-fetched).
             log.warning("manifest %s: ignoring an incomplete last line", self._path)
-            lines = lines[:-1]
-        reader = csv.DictReader(lines)
+            text = text[: text.rfind("\n") + 1]
+        # newline="" keeps line breaks inside quoted fields (multi-line error messages) intact.
+        # strict: a row cut inside a quoted field is an error, not a row with half a message.
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         if reader.fieldnames is not None and list(reader.fieldnames) != list(MANIFEST_COLUMNS):
             raise MastcutError(f"{self._path} does not have the manifest columns {', '.join(MANIFEST_COLUMNS)}; "
                                "choose another output location.")
-        for lineno, record in enumerate(reader, start=2):
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                # Only a killed writer's last row can be malformed; anything after it is lost
+                # to this run's records (and so fetched again), never misread.
+                log.warning("manifest %s: stopping at line %d: %s", self._path, reader.line_num, err)
+                break
             try:
                 row = ManifestRow.from_csv(record)
             except (InvalidQueryError, ValueError, TypeError) as err:
-                log.warning("manifest %s line %d ignored: %s", self._path, lineno, err)
+                log.warning("manifest %s line %d ignored: %s", self._path, reader.line_num, err)
                 continue
             self._rows[row.key] = row
 

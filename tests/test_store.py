@@ -515,3 +515,15 @@ def test_clean_staging_removes_only_old_leftovers(tmp_path):
     assert clean_staging(out, older_than=0) == 1 and os.listdir(staging) == []
     assert (tmp_path / "fits" / "tesscut" / "tic_1" / TESS_FILE).read_bytes() == b"kept"
     assert clean_staging(str(tmp_path / "never_written")) == 0
+
+
+def test_awkward_error_messages_survive_the_csv(tmp_path):
+    out = str(tmp_path)
+    error = 'HTTP 503: "busy",\nretry later\r\n\x0c page \u2028 sep; é ✓'
+    rows = [ManifestRow("t1", "tesscut", "s0001-1-1", "failed", error=error),
+            ManifestRow("t2", "zcut", status="invalid", error="row 2, line 3: bad size")]
+    Manifest(out).extend(rows)
+    assert Manifest(out).rows == rows
+    with open(tmp_path / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write('t3,zcut,,failed,,,,,"an unfinished\nquoted field')  # killed mid-row
+    assert Manifest(out).rows == rows
