@@ -372,12 +372,7 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
         except UnexpectedResponseError as err:
             if result is not None:
                 _discard(result)
-            if attempt + 1 >= tries:
-                raise UnexpectedResponseError(
-                    f"{method} {shown_url} gave an unexpected response on try {attempt + 1} of {tries}: {err.message}",
-                    url=shown_url, status=result.status if result else err.status, attempts=attempt + 1,
-                    target=err.target) from None
-            last = _Retryable(err.message, status=result.status if result else None, unexpected=True)
+            last = _Retryable(err.message, status=result.status if result else err.status, unexpected=True)
             continue
         except MastcutError as err:
             if result is not None:
