@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import re
 import tempfile
 import threading
 import time
@@ -49,6 +50,7 @@ SERVICES = ("tesscut", "zcut", "hapcut")
 RESOLVE_BATCH = 30
 #: Product name of a target's stitched light curve in the zarr store.
 LIGHTCURVE_PRODUCT = "lightcurve"
+_NETWORK_PRIORITY = 10
 
 
 # ---- what crosses to workers ---------------------------------------------------------------
@@ -232,6 +234,11 @@ def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
                     raise UnsafeArchiveError(f"archive from {got.url} holds {filename!r} twice", url=got.url)
                 seen.add(filename)
                 product = product_name(settings.service, filename)
+                if settings.service == "tesscut" and not _TESS_PRODUCT.match(product):
+                    # Moving-target TPFs are named after the object and its time span; their
+                    # header says which sector/camera/CCD they are, as discovery announced them.
+                    with zf.open(member) as fh:
+                        product = _tess_product_from_header(fh) or product
                 with zf.open(member) as fh:
                     rel, n_bytes, sha = write_fits(settings.out, settings.service, target.target_id, filename,
                                                    fh, settings.storage)
@@ -239,6 +246,23 @@ def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
     if not stored:
         return FetchResult(no_data="the archive held no FITS file")
     return FetchResult(files=tuple(stored))
+
+
+_TESS_PRODUCT = re.compile(r"^s\d{4}-\d-\d$")
+
+
+def _tess_product_from_header(fh) -> str | None:
+    """``sNNNN-c-d`` from a TPF's primary header (SECTOR, CAMERA, CCD), or None."""
+    from astropy.io import fits
+
+    try:
+        header = fits.Header.fromfile(fh)
+        sector, camera, ccd = (int(header[k]) for k in ("SECTOR", "CAMERA", "CCD"))
+    except (KeyError, ValueError, TypeError, OSError):
+        return None
+    if not (0 < sector < 10_000 and 0 < camera < 10 and 0 < ccd < 10):
+        return None
+    return f"s{sector:04d}-{camera}-{ccd}"
 
 
 def decode(fits_path: str, settings: RunSettings):
@@ -385,7 +409,7 @@ class _Driver:
         self.net_in_flight = 0
         # Enough network tasks submitted to keep every lease busy while results travel home,
         # few enough that no worker holds a large share of the run.
-        self.window = max(4, 2 * self.settings.throttle_options.max_concurrency)
+        self.window = max(4, 3 * self.settings.throttle_options.max_concurrency)
         self.rows: dict[tuple[str, str, str], Any] = {}
         self.states: dict[str, _TargetState] = {}
         self.waiting: dict[str, list] = {}
@@ -411,7 +435,10 @@ class _Driver:
             # The same request twice is one task: the second context waits on the first future.
             self.meta[self.by_key[key]][1].append(ctx)
             return
-        fut = self.client.submit(_guarded, fn, *args, key=key, pure=True, retries=0)
+        # Network tasks jump the workers' queues: they only start a request and secede, and a
+        # lease must never sit idle while decode/store work waits for a thread.
+        fut = self.client.submit(_guarded, fn, *args, key=key, pure=True, retries=0,
+                                 priority=_NETWORK_PRIORITY if network else 0)
         self.by_key[key] = fut
         self.meta[fut] = (kind, [ctx])
         if network:

@@ -1,0 +1,260 @@
+"""The distributed pipeline end to end: a multi-process LocalCluster against the emulator.
+
+Expected outcomes come from the emulator's own sky (``sectors_at``, ``moving_sectors``,
+``zcut_surveys_at``, ``hapcut_cutout_files``), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+import xarray as xr
+
+import mastcut_dask as mc
+from mastcut_dask.emulator import MastEmulator
+from mastcut_dask.emulator.hapcut import hapcut_cutout_files
+from mastcut_dask.emulator.tess import moving_sectors, sectors_at, tic_position
+from mastcut_dask.emulator.zcut import zcut_surveys_at
+from mastcut_dask.options import ServiceOptions, ThrottleOptions
+from mastcut_dask.resolve import resolve_name
+from mastcut_dask.store import ZARR_NAME, product_name
+from mastcut_dask.throttle import ClusterThrottle
+
+distributed = pytest.importorskip("distributed")
+
+UNCOVERED = (165.0, -70.0)     # a gap between the emulator's TESS sectors
+HAP_GOOD = (351.347812, 28.497808)
+HAP_NONE = (102.7, 70.50)
+GOODS_N = (189.228621, 62.238572)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with MastEmulator(max_cadences=20) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _products(ccds) -> set[str]:
+    return {f"s{c.sector:04d}-{c.camera}-{c.ccd}" for c in ccds}
+
+
+def _rows(table) -> dict[tuple[str, str], dict]:
+    return {(r["target_id"], r["product"]): {k: r[k] for k in table.colnames} for r in table}
+
+
+def _snapshot(root) -> dict[str, tuple[int, str]]:
+    """Every file under ``root``: size and sha256 (and so whether anything changed)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = (os.path.getsize(path), hashlib.sha256(fh.read()).hexdigest(),
+                                                    os.stat(path).st_mtime_ns)
+    return out
+
+
+def _cutout_requests(emulator) -> list[dict]:
+    return [e for e in emulator.request_log() if e["path"].endswith("/astrocut")]
+
+
+def _check_done_rows(table, out, decode, expected: dict[str, set[str]]) -> None:
+    """Each expected (target, product) is done, its FITS file is where the manifest says, and the
+    zarr group reads back equal to decoding that FITS file."""
+    rows = _rows(table)
+    tree = mc.open_cutouts(out)
+    for tid, products in expected.items():
+        got = {p for (t, p), r in rows.items() if t == tid and r["status"] == "done"}
+        assert got == products, tid
+        for product in products:
+            row = rows[(tid, product)]
+            path = os.path.join(out, row["fits_path"])
+            with open(path, "rb") as fh:
+                data = fh.read()
+            assert row["n_bytes"] == len(data)
+            assert row["sha256"] == hashlib.sha256(data).hexdigest()
+            assert row["zarr_group"] == f"{tid}/{product}"
+            stored = tree[row["zarr_group"]].to_dataset()
+            xr.testing.assert_equal(stored, decode(path))
+
+
+def test_mixed_tesscut_list(emu, client, tmp_path):
+    tic = 307210830
+    m1 = resolve_name("M1", ServiceOptions(base_url=emu.url, resolver_url=emu.resolver_url))
+    position = tic_position(12345)
+    targets = [
+        {"name": f"TIC {tic}"},
+        {"name": "M1", "id": "crab"},
+        {"id": "field_a", "ra": position[0], "dec": position[1]},
+        {"name": "Eleonora", "moving": True},
+        {"id": "gap", "ra": UNCOVERED[0], "dec": UNCOVERED[1]},
+        {"id": "broken", "ra": "north-ish", "dec": 12.5},
+        {"name": "No Such Object 4711"},
+    ]
+    assert not sectors_at(*UNCOVERED)
+    out = str(tmp_path / "run")
+    run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=out, base_url=emu.url,
+                           resolver_url=emu.resolver_url, max_rate=0, client=client, lightcurve=True,
+                           progress=False)
+    table = run.compute()
+    rows = _rows(table)
+
+    expected = {
+        f"tic_{tic}": _products(sectors_at(*tic_position(tic))),
+        "crab": _products(sectors_at(*m1)),
+        "field_a": _products(sectors_at(*position)),
+        "eleonora": _products(moving_sectors("Eleonora")),
+    }
+    _check_done_rows(table, out, mc.tpf_to_xarray, expected)
+    assert rows[("gap", "")]["status"] == "no_coverage"
+    assert rows[("broken", "")]["status"] == "invalid"
+    assert "north-ish" in rows[("broken", "")]["error"]
+    assert rows[("no_such_object_4711", "")]["status"] == "invalid"
+    assert "Could not resolve" in rows[("no_such_object_4711", "")]["error"]
+    assert set(table["status"]) == {"done", "no_coverage", "invalid"}
+    n_products = sum(len(p) for p in expected.values())
+    assert len(table) == n_products + 3
+
+    # The manifest on disk says the same as the returned table.
+    from astropy.table import Table
+
+    on_disk = Table.read(os.path.join(out, "manifest.csv"), format="ascii.csv")
+    assert sorted(on_disk["status"]) == sorted(table["status"])
+
+    # Stitched light curves: one per target with TPFs, on time, sector-labelled.
+    tree = mc.open_cutouts(out)
+    for tid, products in expected.items():
+        lc = tree[f"{tid}/lightcurve"].to_dataset()
+        assert set(int(s) for s in set(lc["sector"].values.tolist())) == {int(p[1:5]) for p in products}
+        assert lc.sizes["time"] > 0
+
+
+def test_second_identical_run_fetches_nothing_and_changes_nothing(emu, client, tmp_path):
+    position = tic_position(4242)
+    targets = [{"name": "TIC 307210830"}, {"id": "field_b", "ra": position[0], "dec": position[1]},
+               {"id": "gap", "ra": UNCOVERED[0], "dec": UNCOVERED[1]}, {"ra": "x", "dec": 1}]
+    out = str(tmp_path / "run")
+    kwargs = dict(service="tesscut", size=5, out=out, base_url=emu.url, resolver_url=emu.resolver_url,
+                  max_rate=0, client=client, progress=False, lightcurve=True)
+    first = mc.fetch_cutouts(targets, **kwargs).compute()
+    assert "done" in set(first["status"])
+    before = _snapshot(out)
+    emu.reset_stats()
+    second = mc.fetch_cutouts(targets, **kwargs).compute()
+    assert _cutout_requests(emu) == [], "a rerun sends no cutout request"
+    assert _snapshot(out) == before, "a rerun changes no file"
+    assert sorted(map(tuple, second.as_array().tolist())) == sorted(map(tuple, first.as_array().tolist()))
+
+    # A damaged file is noticed (size/sha256) and fetched again, and only that one.
+    done = [r for r in first if r["status"] == "done"]
+    victim = os.path.join(out, done[0]["fits_path"])
+    with open(victim, "r+b") as fh:
+        fh.write(b"XXXX")
+    emu.reset_stats()
+    third = mc.fetch_cutouts(targets, **kwargs).compute()
+    assert len(_cutout_requests(emu)) == 1
+    assert _rows(third)[(done[0]["target_id"], done[0]["product"])]["sha256"] == done[0]["sha256"]
+
+
+def test_zcut_run(emu, client, tmp_path):
+    targets = [{"id": "goodsn", "ra": GOODS_N[0], "dec": GOODS_N[1]},
+               {"id": "nowhere", "ra": 10.0, "dec": 10.0}]
+    assert not zcut_surveys_at(10.0, 10.0)
+    out = str(tmp_path / "zrun")
+    table = mc.fetch_cutouts(targets, service="zcut", size=8, out=out, base_url=emu.url,
+                             resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False).compute()
+    expected = {"goodsn": {s.lower() for s in zcut_surveys_at(*GOODS_N)}}
+    _check_done_rows(table, out, mc.image_to_xarray, expected)
+    assert _rows(table)[("nowhere", "")]["status"] == "no_coverage"
+
+
+def test_hapcut_run(emu, client, tmp_path):
+    targets = [{"id": "hap_good", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]},
+               {"id": "hap_none", "ra": HAP_NONE[0], "dec": HAP_NONE[1]}]
+    out = str(tmp_path / "hrun")
+    table = mc.fetch_cutouts(targets, service="hapcut", size=6, out=out, base_url=emu.url,
+                             resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False).compute()
+    files = hapcut_cutout_files(*HAP_GOOD, 6, 6, "px")
+    assert files, "the emulator covers the HAPCut example position"
+    expected = {"hap_good": {product_name("hapcut", name) for name, _ in files}}
+    _check_done_rows(table, out, mc.image_to_xarray, expected)
+    assert _rows(table)[("hap_none", "")]["status"] == "no_coverage"
+
+
+def _pending_acquires(name: str, dask_scheduler=None) -> int:
+    return int(dask_scheduler.extensions["semaphores"].metrics["pending"].get(name, 0))
+
+
+def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
+    """One worker with one thread: while fetch tasks wait for leases, other tasks still run."""
+    position = tic_position(777)
+    sector = sectors_at(*position)[0].sector
+    targets = [{"id": f"t{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
+               for i in range(3)]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        budget = ClusterThrottle(ThrottleOptions(max_concurrency=2, max_rate=0))
+        with budget.lease(), budget.lease():  # the whole budget is held here, on the client
+            run = mc.fetch_cutouts(targets, out=str(tmp_path / "r"), base_url=emu.url,
+                                   resolver_url=emu.resolver_url, max_concurrency=2, max_rate=0,
+                                   client=c, progress=False).persist()
+            deadline = time.monotonic() + 60
+            while c.run_on_scheduler(_pending_acquires, budget.concurrency_name) < 1:
+                if time.monotonic() > deadline:
+                    pytest.fail("no fetch task ever waited for a lease")
+                time.sleep(0.05)
+            # The only worker thread is not held by the waiting fetch task.
+            assert c.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
+            assert run._result is None, "nothing could be fetched while the budget is held"
+        table = run.compute()
+    assert list(table["status"]) == ["done"] * 3
+
+
+def test_s3_output(emu, client, tmp_path):
+    s3fs = pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+        fs.mkdir("pipeline")
+        position = tic_position(31337)
+        targets = [{"id": "s3_target", "ra": position[0], "dec": position[1]}]
+        kwargs = dict(out="s3://pipeline/run", base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
+                      client=client, progress=False, storage_options=options)
+        table = mc.fetch_cutouts(targets, **kwargs).compute()
+        products = _products(sectors_at(*position))
+        assert {r["product"] for r in table if r["status"] == "done"} == products
+        tree = mc.open_cutouts("s3://pipeline/run", storage_options=options)
+        for row in table:
+            data = fs.cat_file(f"pipeline/run/{row['fits_path']}")
+            assert hashlib.sha256(data).hexdigest() == row["sha256"]
+            xr.testing.assert_equal(tree[row["zarr_group"]].to_dataset(), mc.tpf_to_xarray(data))
+        emu.reset_stats()
+        mc.fetch_cutouts(targets, **kwargs).compute()
+        assert _cutout_requests(emu) == [], "resume works on S3 too"
+    finally:
+        server.stop()
+
+
+def test_bad_calls_fail_before_any_request(emu, tmp_path):
+    with pytest.raises(mc.InvalidQueryError):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="kepcut", out=str(tmp_path))
+    with pytest.raises(mc.InvalidQueryError):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), max_concurrency=0)
+    with pytest.raises(mc.InvalidQueryError):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), size=-3)
+    with pytest.raises(mc.InvalidQueryError):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="hapcut", sector=3, out=str(tmp_path))
