@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mastcut_dask.exceptions import InvalidQueryError, UnsafeArchiveError
 from mastcut_dask.store import (
@@ -527,3 +529,19 @@ def test_awkward_error_messages_survive_the_csv(tmp_path):
     with open(tmp_path / "manifest.csv", "a", encoding="utf-8") as fh:
         fh.write('t3,zcut,,failed,,,,,"an unfinished\nquoted field')  # killed mid-row
     assert Manifest(out).rows == rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(service=st.sampled_from(["tesscut", "zcut", "hapcut"]),
+       filename=st.one_of(st.text(max_size=80),
+                          st.from_regex(r"tess-s\d{4}-\d-\d_[-0-9._]{0,20}_astrocut\.fits", fullmatch=True),
+                          st.from_regex(r"[a-z0-9_]{1,20}_-?\d{1,3}\.\d{1,6}_-?\d{1,2}\.\d{1,6}_\d+pix-x-\d+pix_astrocut\.fits",
+                                        fullmatch=True)))
+def test_any_server_file_name_gives_a_safe_product_or_is_refused(service, filename):
+    try:
+        product = product_name(service, filename)
+    except UnsafeArchiveError:
+        return
+    assert check_name(product) == product
+    assert "/" not in product and ".." not in product and not product.startswith((".", "_", "-"))
+    assert fits_path(service, "t", filename).split("/") == ["fits", service, "t", filename]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from astropy.table import MaskedColumn, Table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import mastcut_dask as mc
 from mastcut_dask.exceptions import InvalidQueryError
@@ -179,3 +181,27 @@ def test_empty_inputs(tmp_path):
     path.write_text("name,ra,dec\n")
     assert len(read_targets(str(path))) == 0
     assert read_targets([]).targets == ()
+
+
+_VALUES = st.one_of(st.none(), st.text(max_size=12), st.integers(-10, 10**10),
+                    st.floats(allow_nan=True, allow_infinity=True), st.booleans())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({"name": _VALUES}, optional={
+    "ra": _VALUES, "dec": _VALUES, "id": _VALUES, "size": _VALUES, "sector": _VALUES,
+    "survey": _VALUES, "moving": _VALUES, "mt_type": _VALUES}), max_size=8))
+def test_any_rows_end_as_targets_or_reasons(rows):
+    """Whatever the rows hold, each one ends as a target, a reason, or a dropped exact repeat."""
+    import re
+
+    tl = read_targets(rows)
+    assert len(tl.targets) + len(tl.invalid) <= len(rows)
+    accounted = {bad.row for bad in tl.invalid}
+    assert len(accounted) == len(tl.invalid)
+    ids = [t.target_id for t in tl.targets]
+    assert len(set(ids)) == len(ids)
+    for target_id in ids + [bad.target_id for bad in tl.invalid]:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+\-]*", target_id) and ".." not in target_id
+    for bad in tl.invalid:
+        assert bad.reason.startswith(f"row {bad.row}: ")
