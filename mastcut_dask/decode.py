@@ -15,6 +15,7 @@ FITS card text in ``attrs["fits_headers"]`` so :func:`fits_headers` can rebuild 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -349,6 +350,23 @@ def quiet_wcs(header: fits.Header | str, **kwargs):
             return None
 
 
+def _name_of(src: Source) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.path.basename(os.fspath(src))
+    return ""
+
+
+@contextlib.contextmanager
+def _unreadable_as_decode_error(name: str):
+    """Truncated or corrupt files make astropy/numpy/Pillow raise many kinds; report one."""
+    try:
+        yield
+    except DecodeError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, fits.VerifyError) as err:
+        raise DecodeError(f"{name or 'input'}: unreadable or truncated file ({type(err).__name__}: {err})") from err
+
+
 # ---- the public decoders ------------------------------------------------------------------
 def tpf_to_xarray(src: Source, *, chunks: int | str | dict | None = None,
                   storage_options: dict | None = None):
@@ -382,11 +400,13 @@ def tpf_to_xarray(src: Source, *, chunks: int | str | dict | None = None,
     """
     from .decode_tpf import build_tpf_dataset
 
-    opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
+    with _unreadable_as_decode_error(_name_of(src)):
+        opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
     try:
         if opened.hdul is None:
             raise DecodeError(f"{opened.name or 'input'} is an image (JPEG/PNG), not a target pixel file")
-        return build_tpf_dataset(opened, chunks=chunks)
+        with _unreadable_as_decode_error(opened.name):
+            return build_tpf_dataset(opened, chunks=chunks)
     finally:
         if not isinstance(src, fits.HDUList):
             opened.close()
@@ -421,9 +441,11 @@ def image_to_xarray(src: Source, *, origin: str | None = None, storage_options: 
     """
     from .decode_image import build_image_dataset
 
-    opened = open_source(src, storage_options=storage_options)
+    with _unreadable_as_decode_error(_name_of(src)):
+        opened = open_source(src, storage_options=storage_options)
     try:
-        return build_image_dataset(opened, origin=origin)
+        with _unreadable_as_decode_error(opened.name):
+            return build_image_dataset(opened, origin=origin)
     finally:
         if not isinstance(src, fits.HDUList):
             opened.close()
@@ -445,16 +467,19 @@ def open_cutout(src: Source, *, chunks=None, storage_options: dict | None = None
     -------
     xarray.Dataset
     """
-    opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
+    with _unreadable_as_decode_error(_name_of(src)):
+        opened = open_source(src, lazy=chunks is not None, storage_options=storage_options)
     try:
         if opened.hdul is not None:
             from .decode_tpf import find_pixels_hdu, build_tpf_dataset
 
-            if find_pixels_hdu(opened.hdul) is not None:
-                return build_tpf_dataset(opened, chunks=chunks)
+            with _unreadable_as_decode_error(opened.name):
+                if find_pixels_hdu(opened.hdul) is not None:
+                    return build_tpf_dataset(opened, chunks=chunks)
         from .decode_image import build_image_dataset
 
-        return build_image_dataset(opened)
+        with _unreadable_as_decode_error(opened.name):
+            return build_image_dataset(opened)
     finally:
         if not isinstance(src, fits.HDUList):
             opened.close()

@@ -251,3 +251,17 @@ def test_unparsable_header_card_is_kept_raw_not_fatal(real):
     assert ds.flux.shape == (1, 10, 11)
     assert "CONTINUE  'an unterminated long string" in ds.attrs["fits_headers"][0]
     assert ds.attrs["object"] == ""
+
+
+@pytest.mark.parametrize("cut", [3000, 20000, 400000, 763300])
+def test_truncated_files_raise_decode_error(real, cut):
+    raw = real["tpf2018"].read_bytes()[:cut]
+    with pytest.raises(DecodeError):
+        tpf_to_xarray(raw)
+
+
+def test_truncated_image_raises_decode_error(real):
+    with pytest.raises(DecodeError):
+        image_to_xarray(real["jpgs"][0].read_bytes()[:200])
+    with pytest.raises(DecodeError):
+        image_to_xarray(real["zcut_fits"].read_bytes()[:10000])
