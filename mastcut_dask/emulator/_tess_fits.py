@@ -54,6 +54,7 @@ def _fmt_value(v: Any) -> str:
     raise TypeError(f"unsupported header value {v!r}")
 
 
+@functools.lru_cache(maxsize=8192, typed=True)  # most cards repeat from file to file
 def _card(key: str, value: Any = UNDEF, comment: str = "") -> bytes:
     if key in ("COMMENT", "HISTORY"):
         text = f"{key:<8}{value}"
@@ -116,13 +117,16 @@ def hdu_parts(cards: list[Card], data=None) -> list:
     nbytes = 0 if data is None else memoryview(data).nbytes
     datasum = _ones_sum(data) if nbytes else 0  # zero padding does not change the sum
     head = list(cards) + [("CHECKSUM", "0" * 16, "HDU checksum"), ("DATASUM", str(datasum), "data unit checksum")]
-    total = _ones_sum(header_bytes(head)) + datasum
+    raw = bytearray(header_bytes(head))
+    total = _ones_sum(raw) + datasum
     while total >> 32:
         total = (total & 0xFFFFFFFF) + (total >> 32)
-    head[-2] = ("CHECKSUM", _encode_checksum(~total & 0xFFFFFFFF), "HDU checksum")
+    # the 16 value characters sit after "CHECKSUM= '" in the second-to-last card
+    at = 80 * (len(head) - 2) + 11
+    raw[at:at + 16] = _encode_checksum(~total & 0xFFFFFFFF).encode("ascii")
     if not nbytes:
-        return [header_bytes(head)]
-    return [header_bytes(head), data, _padding(nbytes)]
+        return [bytes(raw)]
+    return [bytes(raw), data, _padding(nbytes)]
 
 
 def _padding(nbytes: int) -> bytes:

@@ -81,7 +81,11 @@ def _add_stars_fixed(model: np.ndarray, c: CcdId, fr: np.ndarray, fc: np.ndarray
         if not p.any():
             continue
         amp = st["flux"][i] * variability(t, st["period"][i], st["epoch"][i], st["duration"][i], st["depth"][i])
-        model[:, ri[:, None], ci[None, :]] += amp[:, None, None] * p
+        if ri[-1] - ri[0] + 1 == len(ri) and ci[-1] - ci[0] + 1 == len(ci):
+            # contiguous stamp (always, for cutouts): a view, much cheaper than fancy indexing
+            model[:, ri[0]:ri[-1] + 1, ci[0]:ci[-1] + 1] += amp[:, None, None] * p
+        else:
+            model[:, ri[:, None], ci[None, :]] += amp[:, None, None] * p
 
 
 def render(c: CcdId, rows: np.ndarray, cols: np.ndarray, cadences: np.ndarray, *, seed: int = 0,
@@ -172,16 +176,17 @@ def noise(c: CcdId, rows: np.ndarray, cols: np.ndarray, cadences: np.ndarray, se
         h *= np.uint64(0x94D049BB133111EB)
         np.right_shift(h, np.uint64(31), out=tmp)
         h ^= tmp
+    # Box-Muller in float32: three times faster than float64, and FLUX is float32 anyway
     np.right_shift(h, np.uint64(32), out=tmp)
-    u1 = tmp.astype(np.float64)
-    u1 += 0.5
-    u1 *= 2.0 ** -32  # in (0, 1): log is finite
+    u1 = tmp.astype(np.float32)
+    u1 += np.float32(0.5)
+    u1 *= np.float32(2.0 ** -32)  # in (0, 1]: log is finite
     np.log(u1, out=u1)
-    u1 *= -2.0
+    u1 *= np.float32(-2.0)
     np.sqrt(u1, out=u1)
     np.bitwise_and(h, np.uint64(0xFFFFFFFF), out=tmp)
-    u2 = tmp.astype(np.float64)
-    u2 *= 2.0 * np.pi * 2.0 ** -32
+    u2 = tmp.astype(np.float32)
+    u2 *= np.float32(2.0 * np.pi * 2.0 ** -32)
     np.cos(u2, out=u2)
     u1 *= u2
     return u1

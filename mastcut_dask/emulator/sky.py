@@ -98,8 +98,8 @@ A pure function of (slot, CCD row, CCD column, cadence), in float64, rounded to 
 * noise ``sigma = sqrt(model / T_exp + 0.5**2)`` e-/s with ``T_exp = 0.792 TIMEDEL`` seconds,
   and ``FLUX = model + sigma * N`` with the counter-based deviate
   ``N = BoxMuller(mix(H ^ (row << 48 | column << 32 | cadence)))``, ``H = hash_u64(seed,
-  S_NOISE, sector, camera, ccd)``, ``mix`` = splitmix64, Box-Muller on the two 32-bit halves
-  (row and column modulo 2**16): no sequential state.
+  S_NOISE, sector, camera, ccd)``, ``mix`` = splitmix64, Box-Muller (in float32) on the two
+  32-bit halves (row and column modulo 2**16): no sequential state.
   ``FLUX_ERR = sigma``. Pixels outside the science area are NaN.
 
 Two overlapping cutouts therefore agree bit for bit where they overlap, and a whole-CCD view
