@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from mastcut_dask.emulator import sky, tess
 from mastcut_dask.emulator.errors import BadRequest
@@ -447,9 +448,6 @@ def test_moving_target_names_from_the_wire_make_valid_files(obj_id):
         assert name.isascii() and "/" not in name and len(name) < 200
         obj = _open(data)[0].header["OBJECT"]
         assert obj == printable[:len(obj)] and len(obj) >= min(len(printable), 60)
-
-
-from hypothesis import given, settings, strategies as hst  # noqa: E402
 
 
 @settings(max_examples=12, deadline=None)
