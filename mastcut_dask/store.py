@@ -55,6 +55,7 @@ __all__ = [
     "write_dataset",
     "is_complete_group",
     "file_digest",
+    "file_size",
     "ManifestRow",
     "Manifest",
     "open_cutouts",
@@ -387,6 +388,18 @@ def _remove_quietly(fs, path: str, recursive: bool = False) -> None:
         log.warning("could not remove temporary %s", path)
 
 
+def file_size(out: str, relpath: str, storage_options: Mapping[str, Any] | None = None) -> int | None:
+    """Size in bytes of a stored file, or None when it does not exist (no data is read)."""
+    fs, root = _fs(out, storage_options)
+    path = _join(root, relpath)
+    _forget_listings(fs, path)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return int(info["size"]) if info.get("type") == "file" else None
+
+
 def file_digest(out: str, relpath: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
     """``(n_bytes, sha256)`` of a stored file, or None when it does not exist."""
     fs, root = _fs(out, storage_options)
@@ -702,6 +715,9 @@ class Manifest:
         The store: local path or fsspec URL. Created if needed.
     storage_options : dict, optional
         fsspec options for OUT.
+    verify : {"sha256", "size"}
+        How `is_done` checks a stored FITS file: size and sha256 (default; reads every file,
+        which on a remote store means downloading it), or size only (one metadata request).
     remote_flush_interval : float
         Remote stores only: rewrite the file at most this often (seconds), plus on `flush` /
         `close`. Each rewrite sends the whole file, so with many thousands of rows a small
@@ -716,7 +732,10 @@ class Manifest:
     """
 
     def __init__(self, out: str, storage_options: Mapping[str, Any] | None = None, *,
-                 remote_flush_interval: float = 0.0):
+                 remote_flush_interval: float = 0.0, verify: str = "sha256"):
+        if verify not in ("sha256", "size"):
+            raise InvalidQueryError(f"verify={verify!r}: use 'sha256' (read every file) or 'size' (cheap on remotes).")
+        self.verify = verify
         self.out = str(out)
         self.remote_flush_interval = float(remote_flush_interval)
         self._dirty = False
@@ -883,7 +902,11 @@ class Manifest:
             return False
         if row.key in self._verified and self._rows.get(row.key) == row:
             return True
-        if row.fits_path:
+        if row.fits_path and self.verify == "size":
+            size = file_size(self.out, row.fits_path, self.storage_options)
+            if size is None or size != row.n_bytes:
+                return False
+        elif row.fits_path:
             got = file_digest(self.out, row.fits_path, self.storage_options)
             if got is None or got != (row.n_bytes, row.sha256):
                 if got is not None:

@@ -310,6 +310,21 @@ def test_resume_refetches_a_corrupted_or_truncated_file(tmp_path):
     assert Manifest(out).is_done(row)
 
 
+def test_size_only_verification_is_cheaper_and_weaker(tmp_path):
+    out = str(tmp_path)
+    row = done_row(out)
+    Manifest(out).append(row)
+    path = tmp_path / row.fits_path
+    good = path.read_bytes()
+    path.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])  # same size, other content
+    assert Manifest(out, verify="size").is_done(row)
+    assert not Manifest(out).is_done(row)
+    path.write_bytes(good[:-10])
+    assert not Manifest(out, verify="size").is_done(row)
+    with pytest.raises(InvalidQueryError):
+        Manifest(out, verify="md5")
+
+
 def test_resume_refetches_when_the_zarr_group_is_incomplete(tmp_path):
     out = str(tmp_path)
     row = done_row(out)
