@@ -402,3 +402,16 @@ def test_form_and_json_bodies_and_query_merge():
     with pytest.raises(BadRequest):
         parse_request("", b"[1, 2]", "application/json")
     assert parse_request("sector=All", b"", None).sectors() is None
+
+
+def test_moving_target_name_cannot_inject_response_headers(emulator):
+    # The object name reaches Content-Disposition; quotes and CR/LF must not survive.
+    name = 'a"b\r\nX-Injected: yes'
+    r = requests.get(emulator.url + TESS + "moving_target/astrocut",
+                     params={"obj_id": name, "x": 3, "y": 3, "units": "px", "sector": 2}, timeout=60)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/zip"
+    assert "X-Injected" not in r.headers
+    disposition = r.headers["Content-Disposition"]
+    assert "\r" not in disposition and "\n" not in disposition
+    assert disposition.count('"') == 2

@@ -176,7 +176,8 @@ def _route_tess_mt_astrocut(emu: MastEmulator, p: RequestParams) -> Reply:
                                      seed=emu.sky_seed)
     if not files:
         return Reply.json({"msg": TESS_NO_DATA_MSG})
-    return Reply(files=files, zip_name=f"astrocut_{obj_id.replace(' ', '_')}.zip")
+    # The name reaches a response header: keep only file-name-safe characters (no quotes, no CR/LF).
+    return Reply(files=files, zip_name=f"astrocut_{tess.safe_name(obj_id)}.zip")
 
 
 def _route_zcut_survey(emu: MastEmulator, p: RequestParams) -> Reply:
