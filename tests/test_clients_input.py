@@ -117,3 +117,11 @@ def test_coordinate_forms_give_the_same_answer(clients):
         c = tess.get_sectors(coordinates=(107.18696, -70.50919))
         d = tess.get_sectors(coordinates="107.18696, -70.50919")
     assert list(a["sectorName"]) == list(b["sectorName"]) == list(c["sectorName"]) == list(d["sectorName"])
+
+
+def test_well_formed_but_unknown_survey_is_refused_by_the_service_once(emulator, clients):
+    """A survey name can only be known unknown by asking; the 400 is not retried."""
+    before = emulator.stats()["requests"]
+    with pytest.raises(InvalidQueryError, match="Unknown survey"):
+        clients[1].get_cutouts(coordinates=SkyCoord(189.49206, 62.20615, unit="deg"), survey="no_such_survey")
+    assert emulator.stats()["requests"] == before + 1
