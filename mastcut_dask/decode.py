@@ -97,10 +97,6 @@ class OpenedSource:
             closer.close()
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
-
-
 def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None = None) -> OpenedSource:
     """Open ``src`` as FITS (or sniff a JPG/PNG) without reading data arrays.
 
@@ -125,9 +121,10 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
     """
     opts = tuple(sorted((storage_options or {}).items()))
     if isinstance(src, fits.HDUList):
+        # the caller's HDUList may have been edited in memory: read it through astropy only,
+        # never from the file it came from
         filename = src.filename()
-        loc = FileLocation(filename) if isinstance(filename, str) and os.path.isfile(filename) else None
-        return OpenedSource(src, None, loc, os.path.basename(filename) if isinstance(filename, str) else "")
+        return OpenedSource(src, None, None, os.path.basename(filename) if isinstance(filename, str) else "")
     if isinstance(src, (bytes, bytearray, memoryview)):
         return _open_bytes(bytes(src), None, "")
     if isinstance(src, (str, os.PathLike)):

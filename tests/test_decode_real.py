@@ -106,6 +106,12 @@ def test_sources_path_bytes_hdulist_and_fsspec_url_agree(real):
     assert tpf_to_xarray(data).drop_attrs().identical(ref.drop_attrs())
     with fits.open(path) as hdul:
         assert tpf_to_xarray(hdul).identical(ref)
+        # an HDUList edited in memory decodes as edited, not as the file on disk
+        hdul[0].header["OBJECT"] = "edited"
+        hdul[1].data["FLUX"][0] = -1.0
+        edited = tpf_to_xarray(hdul)
+        assert edited.attrs["object"] == "edited" and (edited.flux.values[0] == -1.0).all()
+        assert fits_headers(edited)[0]["OBJECT"] == "edited"
     fs = fsspec.filesystem("memory")
     fs.pipe("/decode-test/" + path.name, data)
     url = "memory://decode-test/" + path.name
