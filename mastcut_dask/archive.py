@@ -210,8 +210,12 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     norm = name.replace("\\", "/")
     if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
         return "an absolute path"
-    if ".." in norm.split("/"):
+    parts = norm[:-1].split("/") if info.is_dir() else norm.split("/")
+    if ".." in parts:
         return "a '..' component"
+    if any(part in ("", ".") for part in parts):
+        # "a//b", "a/." or "." name no file of their own; "." would even replace the folder.
+        return "an empty or '.' path component"
     mode = info.external_attr >> 16
     if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
         return "a link or special file"

@@ -170,3 +170,25 @@ def test_read_zip_members_in_memory():
         zf.writestr("a.fits", b"1")
     buf.seek(0)
     assert read_zip_members(buf) == [("b.fits", b"2"), ("a.fits", b"1")]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_segment = st.sampled_from(["..", ".", "a", "b.fits", "", "/", "\\", "C:", "~", "..."])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_segment, min_size=1, max_size=6).map("/".join).filter(bool))
+def test_no_member_name_escapes_the_destination(tmp_path_factory, name):
+    root = tmp_path_factory.mktemp("fuzz")
+    dest = root / "deep" / "out"
+    dest.mkdir(parents=True)
+    z = make_zip(root / "f.zip", [(name, b"data")])
+    try:
+        members = verify_zip(z)
+        extract_zip(z, str(dest), members)
+    except (UnsafeArchiveError, UnexpectedResponseError):
+        pass
+    escaped = [p for p in tree(root) if not p.startswith(os.path.join("deep", "out")) and p != "f.zip"]
+    assert escaped == []

@@ -156,3 +156,21 @@ def test_records_are_frozen_and_pickle():
     with pytest.raises(InvalidQueryError, match="resolve"):
         CutoutRequest.for_target("tesscut", Target(target_id="m104", name="M104"))
     assert make_target_id(ra=10.5, dec=-20.25) == "ra010.500000_dec-20.250000"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_side = st.one_of(st.integers(1, 100), st.floats(0.5, 100.0, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_side, st.tuples(_side, _side).filter(lambda p: p[0] * p[1] <= 10_000),
+                 st.tuples(st.floats(0.001, 0.05), st.floats(0.001, 0.05)).map(lambda p: list(p) * u.deg),
+                 st.floats(1, 100).map(lambda v: v * u.arcsec)))
+def test_any_valid_size_goes_on_the_wire_as_astroquery_sends_it(size):
+    if not isinstance(size, u.Quantity) and np.isscalar(size) and size * size > 10_000:
+        return
+    theirs = _parse_cutout_size(size)
+    ours = parse_size(size)
+    assert (str(ours.x), str(ours.y), ours.units) == (str(theirs["x"]), str(theirs["y"]), theirs["units"])
