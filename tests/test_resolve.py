@@ -112,3 +112,12 @@ def test_resolver_faults_are_retried_and_reported():
         with pytest.raises(ServiceUnavailableError, match="Santa-war") as info:
             resolve_name("M101", opts)
     assert info.value.attempts == 3 and "name=M101" in info.value.url
+
+
+def test_awkward_names_travel_intact(emulator, opts):
+    names = ["a&b=c", "M1+M2", "ünïcödé", "100% star", "M 1#x"]
+    n = len(emulator.request_log())
+    positions, errors = resolve_names_detailed(names, opts)
+    assert positions == {} and set(errors) == set(names)
+    sent = emulator.request_log()[n]["params"]["name"]
+    assert sent == names            # encoded by requests, decoded by the server: nothing lost or split
