@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from .exceptions import DecodeError
+from .exceptions import DecodeError, MastcutError
 
 __all__ = [
     "tpf_to_xarray",
@@ -358,7 +358,7 @@ def _unreadable_as_decode_error(name: str):
     """Truncated or corrupt files make astropy/numpy/Pillow raise many kinds; report one."""
     try:
         yield
-    except DecodeError:
+    except MastcutError:  # already one of ours (DecodeError, InvalidQueryError, ...)
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, fits.VerifyError) as err:
         raise DecodeError(f"{name or 'input'}: unreadable or truncated file ({type(err).__name__}: {err})") from err

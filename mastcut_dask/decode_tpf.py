@@ -40,7 +40,7 @@ from .decode import (
     hdulist_header_texts,
     quiet_wcs,
 )
-from .exceptions import DecodeError
+from .exceptions import DecodeError, InvalidQueryError
 
 __all__ = ["build_tpf_dataset", "find_pixels_hdu", "PixelColumnReader"]
 
@@ -195,9 +195,13 @@ def _time_chunk(chunks, row_bytes: int, nrows: int) -> int:
     if chunks in ("auto", None, -1):
         # about 32 MB of one pixel variable per chunk
         return max(1, min(nrows, (32 * 2**20) // max(1, row_bytes)))
-    chunk = int(chunks)
+    try:
+        chunk = int(chunks)
+    except (TypeError, ValueError):
+        chunk = 0
     if chunk <= 0:
-        raise ValueError(f"chunks must be positive, got {chunks!r}")
+        raise InvalidQueryError(f"chunks must be a positive number of cadences, 'auto' or "
+                                f"{{'time': n}}, got {chunks!r}")
     return min(chunk, max(1, nrows))
 
 

@@ -133,6 +133,12 @@ def test_property_shapes_cadences_and_nan_padding(nx, ny, n_cad, off):
     lazy = tpf_to_xarray(raw, chunks=7)
     assert lazy.flux.chunks is not None
     xr.testing.assert_identical(lazy.compute(), ds)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(f"{tmp}/p.zarr", zarr_format=3, consolidated=False)
+        assert xr.open_zarr(f"{tmp}/p.zarr", consolidated=False).load().identical(ds)
 
 
 def test_nan_padding_really_happens_at_the_edge():
@@ -276,3 +282,11 @@ def test_zarr_v3_round_trip_emulator_files(kind, regular, moving, tmp_path):
         back = xr.open_zarr(tmp_path / "t.zarr", consolidated=False).load()
     assert back.identical(ds)
     assert {k: back[k].dtype for k in back.variables} == {k: ds[k].dtype for k in ds.variables}
+
+
+def test_bad_chunks_are_refused(regular):
+    from mastcut_dask import InvalidQueryError
+
+    for bad in (0, -5, "lots", {"time": 0}):
+        with pytest.raises(InvalidQueryError, match="chunks"):
+            tpf_to_xarray(regular[1], chunks=bad)
