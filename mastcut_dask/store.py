@@ -380,6 +380,14 @@ def write_fits(out: str, service: str, target_id: str, filename: str,
     return rel, n_bytes, digest.hexdigest()
 
 
+def _discard(fs, path: str) -> None:
+    """Remove a file if it is there; another writer removing it first is fine."""
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def _remove_quietly(fs, path: str, recursive: bool = False) -> None:
     try:
         if fs.exists(path):
@@ -508,8 +516,7 @@ def write_dataset(out: str, target_id: str, product: str, ds,
                 _write_local_files(tmp, encoded)
             else:
                 data.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-            if fs.exists(marker):
-                fs.rm(marker)
+            _discard(fs, marker)
             _replace_local_dir(fs, tmp, final, root)
             fs.makedirs(posixpath.dirname(marker), exist_ok=True)
             fs.pipe_file(marker, commit.encode())
@@ -517,8 +524,7 @@ def write_dataset(out: str, target_id: str, product: str, ds,
             _remove_quietly(fs, tmp, recursive=True)
             raise
     else:
-        if fs.exists(marker):
-            fs.rm(marker)  # first: from here on the old group no longer looks complete
+        _discard(fs, marker)  # first: from here on the old group no longer looks complete
         if fs.exists(final):
             fs.rm(final, recursive=True)
         if encoded is not None:
@@ -556,17 +562,32 @@ def _write_local_files(root: str, encoded: Mapping[str, bytes]) -> None:
 
 
 def _replace_local_dir(fs, tmp: str, final: str, root: str) -> None:
-    """Rename a finished directory into place, replacing an older one."""
-    if os.path.exists(final):
-        # Move the old group aside, then swap in the new one: the final name is never empty
-        # or half-filled, only briefly absent (and its marker is already gone).
-        old = _staging_path(root, "old")
-        os.replace(final, old)
+    """Rename a finished directory into place, replacing an older one.
+
+    The old group is moved aside and the new one renamed in right after, so the final name
+    is never half-filled, only absent for an instant (and its marker is already gone). The
+    loop covers a second writer of the same group (a task re-run by Dask) landing in between.
+    """
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    aside: list[str] = []
+    try:
+        for _ in range(5):
+            try:
+                os.replace(tmp, final)  # atomic; fails only if ``final`` is a non-empty dir
+                return
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+            old = _staging_path(root, "old")
+            try:
+                os.replace(final, old)
+                aside.append(old)
+            except FileNotFoundError:
+                pass  # the other writer moved it first
         os.replace(tmp, final)
-        fs.rm(old, recursive=True)
-    else:
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(tmp, final)
+    finally:
+        for old in aside:
+            _remove_quietly(fs, old, recursive=True)
 
 
 def _forget_listings(fs, path: str | None = None) -> None:

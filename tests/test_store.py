@@ -177,6 +177,20 @@ def test_rewriting_a_group_replaces_it(tmp_path):
                                 small_dataset(5, n_time=2))
 
 
+def test_concurrent_writers_of_one_group_leave_one_whole_group(tmp_path):
+    """A task re-run while its first run still writes: both succeed, one complete version stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = str(tmp_path)
+    versions = [small_dataset(seed) for seed in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        groups = list(pool.map(lambda i: write_dataset(out, "tic_1", "s0001-4-3", versions[i % 4]), range(64)))
+    assert set(groups) == {"tic_1/s0001-4-3"}
+    got = open_cutouts(out)["tic_1/s0001-4-3"].to_dataset().load()
+    assert any(got.identical(v) for v in versions)
+    assert [p.name for p in (tmp_path / ".staging").iterdir()] == []
+
+
 def test_a_group_without_its_commit_marker_is_not_read(tmp_path):
     write_dataset(str(tmp_path), "tic_1", "s0001-4-3", small_dataset())
     write_dataset(str(tmp_path), "tic_1", "s0002-4-3", small_dataset())
