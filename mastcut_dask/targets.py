@@ -709,10 +709,11 @@ def _scalar(value: Any) -> Any:
 def _read_file(path: str, storage_options: Mapping[str, Any] | None) -> tuple[list[Any], list[int | None]]:
     import fsspec
 
-    lower = path.lower()
+    lower = re.sub(r"\.(gz|bz2|xz|zst)$", "", path.lower())  # targets.csv.gz reads as targets.csv
     is_parquet = lower.endswith((".parquet", ".pq", ".parq"))
     try:
-        with fsspec.open(path, "rb", **dict(storage_options or {})) as fh:
+        with fsspec.open(path, "rb", compression=None if is_parquet else "infer",
+                         **dict(storage_options or {})) as fh:
             if is_parquet:
                 import pandas as pd
 
@@ -724,7 +725,7 @@ def _read_file(path: str, storage_options: Mapping[str, Any] | None) -> tuple[li
     except (ValueError, OSError, ImportError) as err:
         kind = "Parquet" if is_parquet else "CSV"
         raise InvalidQueryError(f"cannot read {path!r} as a {kind} target list: {err}") from None
-    return _parse_csv(raw, path)
+    return _parse_csv(raw, lower)
 
 
 def _parse_csv(raw: bytes, path: str) -> tuple[list[Any], list[int | None]]:

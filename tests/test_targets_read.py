@@ -60,6 +60,17 @@ def test_csv_file(tmp_path):
     check_mixed(mc.read_targets(path), line_numbers=True)  # PathLike, through the public name
 
 
+def test_compressed_csv_and_tsv(tmp_path):
+    import gzip
+
+    (tmp_path / "targets.csv.gz").write_bytes(gzip.compress(CSV_TEXT.encode()))
+    check_mixed(read_targets(str(tmp_path / "targets.csv.gz")), line_numbers=True)
+    (tmp_path / "targets.tsv").write_text("name\tra\tdec\tsize\nTIC 9\t\t\t3,4\n\t10\t20\t\n")
+    tl = read_targets(str(tmp_path / "targets.tsv"))
+    assert [t.target_id for t in tl.targets] == ["tic_9", "ra010.000000_dec+20.000000"]
+    assert (tl.targets[0].size.y, tl.targets[0].size.x) == (3, 4)
+
+
 def test_a_malformed_csv_line_is_one_invalid_row(tmp_path):
     path = tmp_path / "targets.csv"
     path.write_text('name,ra,dec\nTIC 1,,\n\nNGC 1, 2,3,4,5\n,"10.5",-3\n')
