@@ -130,3 +130,45 @@ def test_hapcut_sci_wht_and_validity():
     assert ds.ra.values[2, 3] == pytest.approx(sky.ra.deg, abs=1e-10)
     assert ds.attrs["filter"] in name.upper()
     np.testing.assert_array_equal(ds.valid.values, np.nan_to_num(ds.wht.values) > 0)
+
+
+def _reencode_with_metadata(raw: bytes, fmt: str, meta: dict, flip: bool) -> bytes:
+    """An emulator raster re-encoded as astrocut 1.4 writes it: flipped, metadata embedded."""
+    import io
+    import json
+
+    from PIL import Image, PngImagePlugin
+
+    with Image.open(io.BytesIO(raw)) as image:
+        pixels = np.array(image)
+    out = Image.fromarray(pixels[::-1] if flip else pixels)
+    buffer = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in meta.items():
+            info.add_text(key, str(value))
+        out.save(buffer, format="PNG", pnginfo=info)
+    else:
+        exif = Image.Exif()
+        exif[270] = json.dumps(meta)
+        out.save(buffer, format="JPEG", exif=exif, quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_embedded_metadata_and_flipped_rows(fmt):
+    centre = (ANCHOR[0], ANCHOR[1] + 7 * 0.03 / 3600)
+    fits_ds = image_to_xarray(_one(zcut_cutout_files(*centre, 40, 24, "px", survey="candels_gn_30mas"))[1])
+    _, raw = zcut_cutout_files(*centre, 40, 24, "px", survey="candels_gn_30mas", fmt=fmt)[0]
+    meta = {"input_file": "hlsp_candels_hst_acs_gn-tot-30mas_f606w_v1.0_drz.fits", "cutout_size_x_pix": 40,
+            "cutout_size_y_pix": 24, "center_ra_deg": centre[0], "center_dec_deg": centre[1],
+            "version": "1.4.0"}
+    ds = image_to_xarray(_reencode_with_metadata(raw, fmt, meta, flip=True))
+    assert ds.attrs["origin"] == "upper"  # astrocut >= 1.4 embeds metadata and flips
+    assert ds.attrs["meta_input_file"] == meta["input_file"]
+    assert str(ds.attrs["meta_cutout_size_x_pix"]) == "40"
+    ref = np.nan_to_num(fits_ds.image.sel(band="F606W").values)
+    rows = ds.image.values.astype(float)[::-1]  # 'upper': reverse to get FITS row order
+    assert np.corrcoef(ref.ravel(), rows.ravel())[0, 1] > 0.5
+    declared = image_to_xarray(_reencode_with_metadata(raw, fmt, {**meta, "origin": "lower"}, flip=False))
+    assert declared.attrs["origin"] == "lower"
