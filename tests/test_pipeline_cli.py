@@ -1,0 +1,94 @@
+"""``mastcut fetch`` as a user runs it: the installed command, against ``mastcut emulate`` in another process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from mastcut_dask.emulator.tess import sectors_at, tic_position
+
+GOODS_N = (189.228621, 62.238572)
+
+
+def _command(name: str = "mastcut") -> list[str]:
+    found = shutil.which(name, path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "mastcut_dask.cli"]
+
+
+@pytest.fixture(scope="module")
+def served():
+    """``mastcut emulate`` in its own process; yields (base URL, resolver URL)."""
+    proc = subprocess.Popen([*_command(), "emulate", "--max-cadences", "20"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        resolver = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        if not base.startswith("http://") or not resolver.startswith("http://"):
+            proc.kill()
+            pytest.fail(f"mastcut emulate did not announce its URLs: {base!r} {resolver!r} {proc.stderr.read()}")
+        yield base, resolver
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _fetch(args: list[str], base: str, resolver: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_command(), "fetch", *args, "--base-url", base, "--resolver-url", resolver,
+                           "--workers", "2", "--threads", "2", "--max-rate", "0", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _cutout_requests(base: str) -> int:
+    log = requests.get(base + "/emulator/log", timeout=30).json()
+    return sum(1 for e in log if e["path"].endswith("/astrocut"))
+
+
+def test_fetch_command_against_emulate_process(served, tmp_path):
+    base, resolver = served
+    position = tic_position(2024)
+    targets = tmp_path / "targets.csv"
+    targets.write_text("id,name,ra,dec\n"
+                       ",TIC 307210830,,\n"
+                       f"field_c,,{position[0]},{position[1]}\n"
+                       "gap,,165.0,-70.0\n"
+                       "bad,,abc,1\n")
+    out = tmp_path / "results"
+    first = _fetch([str(targets), "--service", "tesscut", "--size", "5", "--out", str(out)], base, resolver)
+    assert first.returncode == 0, first.stderr
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    statuses = {(r["target_id"], r["product"]): r["status"] for r in rows}
+    expected = {f"s{c.sector:04d}-{c.camera}-{c.ccd}" for c in sectors_at(*position)}
+    assert {p for (t, p), s in statuses.items() if t == "field_c" and s == "done"} == expected
+    assert statuses[("gap", "")] == "no_coverage"
+    assert statuses[("bad", "")] == "invalid"
+    assert "done" in first.stdout and str(out) in first.stdout
+    for row in rows:
+        if row["status"] == "done":
+            assert (out / row["fits_path"]).is_file()
+            assert (out / "cutouts.zarr" / row["zarr_group"] / "zarr.json").is_file()
+
+    before = _cutout_requests(base)
+    again = _fetch([str(targets), "--service", "tesscut", "--size", "5", "--out", str(out)], base, resolver)
+    assert again.returncode == 0, again.stderr
+    assert _cutout_requests(base) == before, "the second run sent no cutout request"
+
+
+def test_fetch_exit_status_is_nonzero_when_a_row_failed(served, tmp_path):
+    base, resolver = served
+    targets = tmp_path / "targets.csv"
+    # The service refuses an unknown survey (HTTP 400): that product ends `failed`.
+    targets.write_text(f"id,ra,dec,survey\nodd,{GOODS_N[0]},{GOODS_N[1]},no_such_survey\n")
+    result = _fetch([str(targets), "--service", "zcut", "--out", str(tmp_path / "z")], base, resolver)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed" in result.stdout
