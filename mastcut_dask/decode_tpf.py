@@ -221,6 +221,20 @@ def _scalar_columns(opened: OpenedSource, pixels: fits.BinTableHDU, names: list[
     return {name: _native(data[name]) for name in names}
 
 
+def _all_zero(table: np.ndarray, field: str) -> bool:
+    """Whether every byte of a float column of a structured numpy table is zero.
+
+    Scans the raw bytes as unsigned words (no byte swap, no copy); -0.0 counts as non-zero,
+    so the caller then decodes the column normally.
+    """
+    dtype, offset = table.dtype.fields[field][:2]
+    if table.size == 0 or dtype.itemsize % 4 or not table.flags.c_contiguous:
+        return False
+    words = np.ndarray(shape=(table.size, dtype.itemsize // 4), dtype=np.uint32, buffer=table,
+                       offset=offset, strides=(table.dtype.itemsize, 4))
+    return not words[0].any() and not words.any()  # the first row settles real data at once
+
+
 def _direct_table(opened: OpenedSource, layout: np.dtype | None, offset: int | None, nrows: int):
     """The PIXELS rows as a structured numpy view of the file (memmap) or of its bytes, or None.
 
@@ -336,9 +350,15 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
             data_vars[var] = (("time", "y", "x"), arr.reshape(nrows, ny, nx).astype(np.float32, copy=False),
                               {"units": FLUX_UNITS})
     else:
+        direct = table is not None
         table = pixels.data if table is None else table
         for col, var in present:
-            arr = _native(table[colnames[col]]).astype(np.float32, copy=False).reshape(nrows, ny, nx)
+            if direct and _all_zero(table, colnames[col]):
+                # TESSCut's FLUX_BKG(_ERR) placeholders: a read-only scan instead of copy + swap,
+                # and a calloc'd array that costs nothing until it is touched
+                arr = np.zeros((nrows, ny, nx), np.float32)
+            else:
+                arr = _native(table[colnames[col]]).astype(np.float32, copy=False).reshape(nrows, ny, nx)
             if chunks is not None:
                 import dask.array as da  # in-memory source: wrap what is already read
 
