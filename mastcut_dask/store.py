@@ -621,7 +621,8 @@ def _complete_groups(fs, root: str) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, chunks: Any = None):
+def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, chunks: Any = None,
+                 open_threads: int = 8):
     """Open a run's datasets as a tree: target → product → Dataset, lazily.
 
     Only complete groups (with their commit marker) are included; half-written ones from an
@@ -636,6 +637,8 @@ def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, 
     chunks : optional
         Passed to `xarray.open_dataset`: None (default) gives lazily indexed arrays without
         Dask; ``{}`` gives Dask arrays with the stored chunks.
+    open_threads : int
+        Groups opened at once (metadata reads overlap; most useful on remote stores).
 
     Returns
     -------
@@ -645,16 +648,23 @@ def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, 
     import xarray as xr
 
     fs, root = _fs(out, storage_options)
+    from concurrent.futures import ThreadPoolExecutor
+
     opts = None if _is_local(fs) else dict(storage_options or {})
-    datasets = {}
-    for target_id, product in _complete_groups(fs, root):
-        rel = f"{ZARR_NAME}/{target_id}/{product}"
+
+    def one(group: tuple[str, str]):
+        rel = f"{ZARR_NAME}/{group[0]}/{group[1]}"
         # Local stores open by plain path (also for file:// URLs); remote ones by URL + options.
         url = posixpath.join(root, rel) if opts is None else store_url(out, rel)
-        datasets[f"{target_id}/{product}"] = xr.open_dataset(
-            url, engine="zarr", consolidated=False, zarr_format=3, chunks=chunks,
-            backend_kwargs={"storage_options": opts} if opts else None)
-    return xr.DataTree.from_dict(datasets)
+        return xr.open_dataset(url, engine="zarr", consolidated=False, zarr_format=3, chunks=chunks,
+                               backend_kwargs={"storage_options": opts} if opts else None)
+
+    groups = _complete_groups(fs, root)
+    # Opening reads a dozen small metadata objects per group: overlap those reads (they are
+    # round trips on object stores), since a survey run has thousands of groups.
+    with ThreadPoolExecutor(max_workers=max(1, min(open_threads, len(groups)))) as pool:
+        opened = list(pool.map(one, groups))
+    return xr.DataTree.from_dict({f"{t}/{p}": ds for (t, p), ds in zip(groups, opened)})
 
 
 # ---- manifest ------------------------------------------------------------------------------
