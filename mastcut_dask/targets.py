@@ -435,7 +435,7 @@ class InvalidRow:
     Attributes
     ----------
     row : int
-        1-based position among the data rows (for a CSV file, line ``row + 1``).
+        1-based position among the data rows (for a CSV file the reason also names the line).
     target_id : str
         The row's id when one could be made, else ``"row_<n>"``; goes into the manifest.
     reason : str
