@@ -57,6 +57,7 @@ def test_tpf_pixels_and_times_equal_lightkurve(real, name):
     np.testing.assert_array_equal(ds.flux.values, tpf.flux.value)
     np.testing.assert_array_equal(ds.flux_err.values, tpf.flux_err.value)
     np.testing.assert_array_equal(ds.quality.values, tpf.quality)
+    np.testing.assert_array_equal(ds.flux_bkg.values, tpf.flux_bkg.value)  # non-zero in the SPOC file
     # lightkurve labels the 2018 file's times 'jd' (no BJDREFI) but the numbers are BTJD
     np.testing.assert_array_equal(ds.time.values, tpf.time.value)
     for var in ("flux", "flux_err", "flux_bkg", "flux_bkg_err"):

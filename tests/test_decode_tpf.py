@@ -290,3 +290,16 @@ def test_bad_chunks_are_refused(regular):
     for bad in (0, -5, "lots", {"time": 0}):
         with pytest.raises(InvalidQueryError, match="chunks"):
             tpf_to_xarray(regular[1], chunks=bad)
+
+
+def test_zero_placeholder_columns_keep_exact_values(regular):
+    ds = tpf_to_xarray(regular[1])
+    assert (ds.flux_bkg.values == 0).all() and not np.signbit(ds.flux_bkg.values).any()
+
+    def edit(h):
+        h[1].data["FLUX_BKG"][3, 1, 2] = -0.0
+        h[1].data["FLUX_BKG_ERR"][-1, -1, -1] = 1e-30
+
+    edited = tpf_to_xarray(_edit(regular[1], edit))
+    assert np.signbit(edited.flux_bkg.values[3, 1, 2]) and edited.flux_bkg_err.values[-1, -1, -1] == np.float32(1e-30)
+    assert np.count_nonzero(edited.flux_bkg_err.values) == 1
