@@ -334,8 +334,22 @@ def _exit_status(table) -> int:
     return 1 if any(status == "failed" for status in table["status"]) else 0
 
 
+def _quiet_cluster_logs() -> None:
+    """Unless -v was given, keep Dask's own INFO chatter (cluster start/stop) off the terminal."""
+    if logging.getLogger().getEffectiveLevel() < logging.WARNING:
+        return
+    import dask
+
+    # Worker processes inherit dask's config; this process's loggers are set directly.
+    dask.config.set({"distributed.logging.distributed": "warning"})
+    for name in ("distributed", "tornado", "bokeh"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _run_fetch(args) -> int:
     import mastcut_dask as mc
+
+    _quiet_cluster_logs()
 
     if args.scheduler and (args.workers or args.threads):
         raise MastcutError("--scheduler and --workers/--threads exclude each other")
@@ -364,6 +378,8 @@ def _run_demo(args) -> int:
 
     import mastcut_dask as mc
     from .emulator import MastEmulator
+
+    _quiet_cluster_logs()
 
     targets = str(resources.files("mastcut_dask").joinpath("data/demo_targets.csv"))
     with MastEmulator(max_cadences=args.max_cadences) as emu:

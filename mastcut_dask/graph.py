@@ -348,6 +348,8 @@ class _Progress:
     def __init__(self, enabled: bool):
         self.counts: Counter[str] = Counter()
         self.in_flight = 0
+        self.pending = 0
+        self.last_poll = 0.0
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
@@ -360,17 +362,27 @@ class _Progress:
             self.bar.update(1)
             self._postfix()
 
-    def set_in_flight(self, n: int) -> None:
-        if n != self.in_flight:
-            self.in_flight = n
-            if self.bar is not None:
-                self._postfix()
-                self.bar.refresh()
+    def poll(self, pending: int, in_flight: Callable[[], int]) -> None:
+        """Note the network tasks waiting or running, and (at most 4 times a second) ask the
+        scheduler how many requests hold a lease right now."""
+        self.pending = pending
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if now - self.last_poll >= 0.25:
+            self.last_poll = now
+            try:
+                self.in_flight = in_flight()
+            except Exception:  # noqa: BLE001 - a progress figure must never stop a run
+                log.debug("could not read the number of requests in flight", exc_info=True)
+            self._postfix()
+            self.bar.refresh()
 
     def _postfix(self) -> None:
         c = self.counts
         self.bar.set_postfix_str(f"done={c['done']} no_cov={c['no_coverage']} failed={c['failed']} "
-                                 f"invalid={c['invalid']} in_flight={self.in_flight}", refresh=False)
+                                 f"invalid={c['invalid']} in_flight={self.in_flight} queued={self.pending}",
+                                 refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -414,6 +426,7 @@ class _Driver:
         self.states: dict[str, _TargetState] = {}
         self.waiting: dict[str, list] = {}
         self.progress = _Progress(run.progress)
+        self.throttle = _throttle(self.settings)  # only asked for the progress bar's in-flight count
 
     # -- outcomes
     def _row(self, row, *, write: bool = True) -> None:
@@ -459,7 +472,7 @@ class _Driver:
                 request = payload
                 key = f"mastcut-fetch-{_token(request.target, request.sector, request.survey, self.settings)}"
                 self._submit("fetch", fetch, request, self.settings, key=key, ctx=request, network=True)
-        self.progress.set_in_flight(self.net_in_flight)
+        self.progress.poll(self.net_in_flight, self.throttle.in_flight)
 
     # -- planning
     def start(self) -> None:
