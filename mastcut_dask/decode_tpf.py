@@ -192,9 +192,16 @@ def _time_chunk(chunks, row_bytes: int, nrows: int) -> int:
         chunks = chunks.get("time", "auto")
     if isinstance(chunks, (tuple, list)):
         chunks = chunks[0]
-    if chunks in ("auto", None, -1):
-        # about 32 MB of one pixel variable per chunk
-        return max(1, min(nrows, (32 * 2**20) // max(1, row_bytes)))
+    if chunks == -1:
+        return max(1, nrows)
+    if chunks in ("auto", None):
+        # dask's own target size (128 MiB by default): most TPFs are then one chunk, and
+        # reading a whole variable needs no concatenation copy
+        import dask
+        from dask.utils import parse_bytes
+
+        target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+        return max(1, min(nrows, target // max(1, row_bytes)))
     try:
         chunk = int(chunks)
     except (TypeError, ValueError):
