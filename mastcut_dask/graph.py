@@ -125,27 +125,23 @@ class FetchResult:
 # ---- stage functions (plain; run on workers, also usable without Dask) ---------------------
 @contextlib.contextmanager
 def _seceded() -> Any:
-    """Run the body outside the worker's thread pool when inside a Dask task.
+    """Run the rest of a network task outside the worker's thread pool when inside a Dask task.
 
-    Network tasks spend their time waiting for a lease and for bytes; seceding frees their
-    thread for decode and store tasks meanwhile. ``rejoin`` happens after the lease is given
-    back, so waiting for a free thread never holds a request slot.
+    Network tasks spend their time waiting for a lease and for bytes; seceding hands their
+    thread slot to decode and store tasks meanwhile. The task does not ``rejoin``: rejoining
+    waits for a free slot, and a finished download waiting behind CPU work would hold back the
+    next requests. The seceded thread simply ends with the task.
     """
     try:
-        from distributed import rejoin, secede
+        from distributed import secede
         from distributed.worker import thread_state
 
         in_task = getattr(thread_state, "execution_state", None) is not None
     except ImportError:  # pragma: no cover - distributed is a dependency
         in_task = False
-    if not in_task:
-        yield
-        return
-    secede()
-    try:
-        yield
-    finally:
-        rejoin()
+    if in_task:
+        secede()
+    yield
 
 
 def _throttle(settings: RunSettings):

@@ -1,0 +1,224 @@
+"""Throughput of the distributed pipeline against the emulator: makespan vs the ideal, 503s, in-flight.
+
+The emulator allows 10 requests in flight and adds a fixed latency to every request; the
+pipeline runs with the same ``max_concurrency`` and no rate limit. With N targets of one
+known sector each (no name resolution, no discovery) the best possible makespan is
+``N * latency / max_concurrency``. Printed per configuration:
+
+* makespan of ``fetch_cutouts(...).compute()`` and its ratio to the ideal;
+* the span of the service's own log (first request start to last request end);
+* the number of 503 answers and the emulator's ``max_in_flight``;
+* with ``--rss``: peak RSS of each worker process after a larger run.
+
+Usage::
+
+    python benchmarks/throughput.py                       # 400 targets; 1, 2, 4 workers; max_rate=5; RSS for 2,000
+    python benchmarks/throughput.py --targets 100 --workers 2 --no-rss
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _targets(n: int, seed: int = 1) -> list[dict]:
+    """``n`` positions the emulator's TESS sky covers, each with its first sector named."""
+    from mastcut_dask.emulator.tess import sectors_at, tic_position
+
+    rng = np.random.default_rng(seed)
+    rows: list[dict] = []
+    while len(rows) < n:
+        tic = int(rng.integers(1, 16_000_000))
+        pos = tic_position(tic)
+        if pos is None:
+            continue
+        slots = sectors_at(*pos)
+        if not slots:
+            continue
+        rows.append({"id": f"bench_{tic}", "ra": pos[0], "dec": pos[1], "sector": slots[0].sector})
+    return rows
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _log_in_flight(entries: list[dict]) -> int:
+    events = sorted([(e["start"], 1) for e in entries] + [(e["end"], -1) for e in entries])
+    cur = peak = 0
+    for _, step in events:
+        cur += step
+        peak = max(peak, cur)
+    return peak
+
+
+def _serve_emulator(conn, kwargs: dict) -> None:
+    """Child process: run an emulator and answer ``stats``/``log``/``reset``/``stop`` over a pipe."""
+    from mastcut_dask.emulator import MastEmulator
+
+    with MastEmulator(**kwargs) as emu:
+        conn.send((emu.url, emu.resolver_url))
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send(emu.stats())
+            elif command == "log":
+                conn.send(emu.request_log())
+            elif command == "reset":
+                emu.reset_stats()
+                conn.send(None)
+            else:
+                conn.send(None)
+                return
+
+
+class RemoteEmulator:
+    """The emulator in its own process, as the real service would be: its CPU and GIL are not
+    shared with the Dask scheduler and the run's driver (both in this process)."""
+
+    def __init__(self, **kwargs):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_emulator, args=(child, kwargs), daemon=True)
+        self._proc.start()
+        self.url, self.resolver_url = self._conn.recv()
+
+    def _ask(self, command: str):
+        self._conn.send(command)
+        return self._conn.recv()
+
+    def stats(self) -> dict:
+        return self._ask("stats")
+
+    def request_log(self) -> list[dict]:
+        return self._ask("log")
+
+    def reset_stats(self) -> None:
+        self._ask("reset")
+
+    def __enter__(self) -> "RemoteEmulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ask("stop")
+        self._proc.join(timeout=10)
+
+
+def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concurrency: int,
+             max_rate: float, latency: float) -> dict:
+    """One pipeline run on a fresh LocalCluster; returns the figures."""
+    from distributed import Client, LocalCluster
+
+    import mastcut_dask as mc
+
+    out = tempfile.mkdtemp(prefix="mastcut-bench-")
+    emu.reset_stats()
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=out, base_url=emu.url,
+                                   resolver_url=emu.resolver_url, max_concurrency=max_concurrency,
+                                   max_rate=max_rate, client=client, progress=False)
+            cpu_workers0 = client.run(_cpu_s)
+            cpu_client0 = _cpu_s()
+            t0 = time.perf_counter()
+            table = run.compute()
+            makespan = time.perf_counter() - t0
+            cpu_client = _cpu_s() - cpu_client0
+            cpu_workers = sum(client.run(_cpu_s).values()) - sum(cpu_workers0.values())
+            rss = client.run(_peak_rss_mb)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    stats = emu.stats()
+    entries = emu.request_log()
+    n = len(targets)
+    ideal = n * latency / max_concurrency
+    if max_rate:
+        ideal = max(ideal, (n - 1) / max_rate)
+    statuses = {str(k): int(v) for k, v in stats["status_counts"].items()}
+    durations = [e["end"] - e["start"] for e in entries]
+    return {
+        "workers": workers, "threads": threads, "targets": n, "max_rate": max_rate,
+        "makespan": makespan, "ideal": ideal, "ratio": makespan / ideal if ideal else math.nan,
+        "service_span": (max(e["end"] for e in entries) - min(e["start"] for e in entries)) if entries else 0.0,
+        "mean_request_s": float(np.mean(durations)) if durations else 0.0,
+        "requests": stats["requests"], "n503": statuses.get("503", 0),
+        "max_in_flight": stats["max_in_flight"], "log_in_flight": _log_in_flight(entries),
+        "done": int(sum(table["status"] == "done")), "rows": len(table),
+        "worker_rss_mb": sorted(rss.values()),
+        "cpu_client": cpu_client, "cpu_workers": cpu_workers,
+    }
+
+
+def _print(r: dict) -> None:
+    rate = "none" if not r["max_rate"] else f"{r['max_rate']:g}/s"
+    print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}: "
+          f"makespan {r['makespan']:.2f} s vs ideal {r['ideal']:.2f} s ({r['ratio']:.3f} x), "
+          f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s, "
+          f"{r['requests']} requests, 503s {r['n503']}, "
+          f"max_in_flight {r['max_in_flight']}, done {r['done']}/{r['rows']}, "
+          f"worker peak RSS {', '.join(f'{v:.0f}' for v in r['worker_rss_mb'])} MB; CPU s: client process "
+          f"(driver + scheduler + emulator) {r['cpu_client']:.1f}, workers {r['cpu_workers']:.1f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, default=400)
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--max-concurrency", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--max-cadences", type=int, default=100,
+                        help="cadences per TPF served by the emulator (keeps the emulator's CPU share small)")
+    parser.add_argument("--rate-targets", type=int, default=100,
+                        help="targets for the max_rate=5 run (0 skips it)")
+    parser.add_argument("--rss-targets", type=int, default=2000, help="targets for the RSS run")
+    parser.add_argument("--rss-latency", type=float, default=0.05, help="latency of the RSS run")
+    parser.add_argument("--no-rss", action="store_true", help="skip the RSS run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("distributed", "mastcut_dask"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    print(f"machine: {os.cpu_count()} cores; emulator latency {args.latency} s, "
+          f"max_concurrency {args.max_concurrency}, {args.max_cadences} cadences per TPF", flush=True)
+    targets = _targets(max(args.targets, args.rate_targets))
+    with RemoteEmulator(latency=args.latency, max_concurrency=args.max_concurrency,
+                      max_cadences=args.max_cadences) as emu:
+        for workers in args.workers:
+            _print(run_once(emu, targets[:args.targets], workers=workers, threads=args.threads,
+                            max_concurrency=args.max_concurrency, max_rate=0.0, latency=args.latency))
+        if args.rate_targets:
+            _print(run_once(emu, targets[:args.rate_targets], workers=2, threads=args.threads,
+                            max_concurrency=args.max_concurrency, max_rate=5.0, latency=args.latency))
+    if not args.no_rss:
+        big = _targets(args.rss_targets, seed=2)
+        with RemoteEmulator(latency=args.rss_latency, max_concurrency=args.max_concurrency,
+                          max_cadences=args.max_cadences) as emu:
+            r = run_once(emu, big, workers=2, threads=args.threads, max_concurrency=args.max_concurrency,
+                         max_rate=0.0, latency=args.rss_latency)
+            _print(r)
+            print(f"peak worker RSS for {len(big)} targets: {max(r['worker_rss_mb']):.0f} MB (goal < 500 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
