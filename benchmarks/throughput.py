@@ -133,7 +133,7 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     emu.reset_stats()
     try:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
             run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=out, base_url=emu.url,
                                    resolver_url=emu.resolver_url, max_concurrency=max_concurrency,
                                    max_rate=max_rate, client=client, progress=False)

@@ -773,7 +773,7 @@ def _client_for(run: CutoutRun):
     lease = f"{run.settings.throttle_options.lease_timeout}s"
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": lease}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
     try:
         with Client(cluster) as client:
             yield client

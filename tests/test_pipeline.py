@@ -40,7 +40,7 @@ def emu():
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         yield c
 
 
@@ -202,7 +202,7 @@ def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
     targets = [{"id": f"t{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
                for i in range(3)]
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         budget = ClusterThrottle(ThrottleOptions(max_concurrency=2, max_rate=0))
         with budget.lease(), budget.lease():  # the whole budget is held here, on the client
             run = mc.fetch_cutouts(targets, out=str(tmp_path / "r"), base_url=emu.url,

@@ -69,7 +69,7 @@ def test_budget_holds_cluster_wide(tmp_path):
     targets = _targets(100)
     with MastEmulator(max_cadences=10, latency=0.05, max_concurrency=MAX_CONCURRENCY, max_rate=MAX_RATE) as emu, \
             distributed.LocalCluster(n_workers=2, threads_per_worker=8, processes=True,
-                                     dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                     dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         table = mc.fetch_cutouts(targets, service="tesscut", size=5, out=str(tmp_path / "run"), base_url=emu.url,
                                  resolver_url=emu.resolver_url, max_concurrency=MAX_CONCURRENCY,
                                  max_rate=MAX_RATE, client=client, progress=False).compute()

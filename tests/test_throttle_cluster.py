@@ -18,7 +18,7 @@ distributed = pytest.importorskip("distributed")
 def client():
     # 2 processes x 8 threads: far more threads than leases, so only the scheduler can keep count.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=8, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         yield c
 
 
