@@ -190,6 +190,25 @@ def test_hapcut_run(emu, client, tmp_path):
     _check_done_rows(table, out, mc.image_to_xarray, expected)
     assert _rows(table)[("hap_none", "")]["status"] == "no_coverage"
 
+    # HAPCut announces no products in advance: the stored ones stand for the request on a rerun.
+    emu.reset_stats()
+    again = mc.fetch_cutouts(targets, service="hapcut", size=6, out=out, base_url=emu.url,
+                             resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False).compute()
+    assert _cutout_requests(emu) == []
+    assert sorted(again["sha256"]) == sorted(table["sha256"])
+
+
+def test_retry_failed_asks_again_for_no_coverage(emu, client, tmp_path):
+    targets = [{"id": "gap", "ra": UNCOVERED[0], "dec": UNCOVERED[1]}]
+    kwargs = dict(out=str(tmp_path / "r"), base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
+                  client=client, progress=False)
+    assert list(mc.fetch_cutouts(targets, **kwargs).compute()["status"]) == ["no_coverage"]
+    emu.reset_stats()
+    assert list(mc.fetch_cutouts(targets, **kwargs).compute()["status"]) == ["no_coverage"]
+    assert emu.request_log() == [], "no_coverage is not asked again by default"
+    mc.fetch_cutouts(targets, retry_failed=True, **kwargs).compute()
+    assert [e["path"].rsplit("/", 1)[-1] for e in emu.request_log()] == ["sector"]
+
 
 def _pending_acquires(name: str, dask_scheduler=None) -> int:
     return int(dask_scheduler.extensions["semaphores"].metrics["pending"].get(name, 0))
