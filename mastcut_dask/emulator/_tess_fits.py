@@ -16,8 +16,8 @@ import numpy as np
 
 from ._tess_geometry import CcdId, Cadences, SlotWcs, sector_cadences
 from ._tess_pixels import DEADC
+from .fitsbytes import fill_checksum, ones_sum, padding
 
-BLOCK = 2880
 UNDEF = object()  # a card with an undefined value (astropy reads it as None)
 PROCVER = "1.4.0"
 _TT_MINUS_UTC_DAYS = 69.184 / 86400.0  # 32.184 s + 37 leap seconds (valid since 2017)
@@ -70,43 +70,7 @@ def _card(key: str, value: Any = UNDEF, comment: str = "") -> bytes:
 def header_bytes(cards: Iterable[Card]) -> bytes:
     """FITS header bytes (with END, padded to 2880) from (key, value, comment) triples."""
     raw = b"".join(_card(*c) for c in cards) + b"END".ljust(80)
-    return raw + b" " * (-len(raw) % BLOCK)
-
-
-def _ones_sum(data) -> int:
-    """32-bit ones' complement sum of big-endian words; a short tail counts as zero-padded."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    whole = len(buf) // 4 * 4
-    total = int(buf[:whole].view(">u4").sum(dtype=np.uint64))
-    if whole < len(buf):
-        total += int.from_bytes(bytes(buf[whole:]).ljust(4, b"\0"), "big")
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
-
-
-_PUNCT = set(range(0x3A, 0x41)) | set(range(0x5B, 0x61))
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a 32-bit sum (FITS checksum convention)."""
-    out = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        q, r = byte // 4 + 0x30, byte % 4
-        ch = [q + r, q, q, q]
-        changed = True
-        while changed:  # keep clear of punctuation, preserving each pair's sum
-            changed = False
-            for j in (0, 2):
-                if ch[j] in _PUNCT or ch[j + 1] in _PUNCT:
-                    ch[j] += 1
-                    ch[j + 1] -= 1
-                    changed = True
-        for j in range(4):
-            out[4 * j + i] = ch[j]
-    # rotate right by one: the value starts one byte past a word boundary in its card
-    return bytes(out[15:] + out[:15]).decode("ascii")
+    return raw + padding(len(raw), b" ")
 
 
 def hdu_parts(cards: list[Card], data=None) -> list:
@@ -115,23 +79,12 @@ def hdu_parts(cards: list[Card], data=None) -> list:
     ``data`` is any C-contiguous bytes-like object (a numpy array works): it is not copied.
     """
     nbytes = 0 if data is None else memoryview(data).nbytes
-    datasum = _ones_sum(data) if nbytes else 0  # zero padding does not change the sum
+    datasum = ones_sum(data) if nbytes else 0  # zero padding does not change the sum
     head = list(cards) + [("CHECKSUM", "0" * 16, "HDU checksum"), ("DATASUM", str(datasum), "data unit checksum")]
-    raw = bytearray(header_bytes(head))
-    total = _ones_sum(raw) + datasum
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    # the 16 value characters sit after "CHECKSUM= '" in the second-to-last card
-    at = 80 * (len(head) - 2) + 11
-    raw[at:at + 16] = _encode_checksum(~total & 0xFFFFFFFF).encode("ascii")
+    raw = fill_checksum(header_bytes(head), datasum)
     if not nbytes:
-        return [bytes(raw)]
-    return [bytes(raw), data, _padding(nbytes)]
-
-
-def _padding(nbytes: int) -> bytes:
-    """Zero fill that completes a data unit of ``nbytes`` to a multiple of 2880."""
-    return b"\0" * (-nbytes % BLOCK)
+        return [raw]
+    return [raw, data, padding(nbytes)]
 
 
 # ------------------------------------------------------------------ times and names

@@ -27,6 +27,7 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import BadRequest
+from .fitsbytes import fill_checksum, ones_sum, padding
 
 __all__ = [
     "MAX_CUTOUT_PIXELS",
@@ -54,7 +55,6 @@ STRETCHES = ("asinh", "sinh", "sqrt", "log", "linear")
 IMAGE_FORMATS = ("fits", "jpg", "png")
 DEFAULT_MINMAX_PERCENT = (0.5, 99.5)
 
-_FITS_BLOCK = 2880
 _END_CARD = "END".ljust(80)
 _U64 = np.uint64
 
@@ -516,8 +516,7 @@ def card(key: str, value=None, comment: str = "") -> str:
 
 
 def _pad(data: bytes, fill: bytes) -> bytes:
-    extra = (-len(data)) % _FITS_BLOCK
-    return data + fill * extra
+    return data + padding(len(data), fill)
 
 
 def _header_bytes(cards: Iterable[str]) -> bytes:
@@ -548,54 +547,13 @@ def image_cards(data: np.ndarray) -> list[str]:
     ]
 
 
-def _ones_complement_sum(data: bytes) -> int:
-    """32-bit ones' complement sum of big-endian words (the FITS checksum arithmetic)."""
-    total = int(np.frombuffer(data, dtype=">u4").sum(dtype=np.uint64))
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
-
-
-# Characters the FITS checksum encoding must avoid (punctuation between digits and letters).
-_CHECKSUM_EXCLUDE = frozenset(range(0x3A, 0x41)) | frozenset(range(0x5B, 0x61))
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII form of a checksum (Seaman, Pence & Rots, FITS checksum proposal)."""
-    value = ~value & 0xFFFFFFFF
-    chars = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quad = [byte // 4 + 0x30] * 4
-        quad[0] += byte % 4
-        changed = True
-        while changed:
-            changed = False
-            for j in (0, 2):
-                if quad[j] in _CHECKSUM_EXCLUDE or quad[j + 1] in _CHECKSUM_EXCLUDE:
-                    quad[j] += 1
-                    quad[j + 1] -= 1
-                    changed = True
-        for j in range(4):
-            chars[4 * j + i] = quad[j]
-    # The encoded string is rotated right by one character.
-    return "".join(chr(chars[(k - 1) % 16]) for k in range(16))
-
-
 def _hdu_bytes(cards: list[str], data: bytes, checksum: bool) -> bytes:
     if not checksum:
         return _header_bytes(cards) + data
-    datasum = _ones_complement_sum(data) if data else 0
-    zeros = "0" * 16
-    cards = [*cards, card("CHECKSUM", zeros, "HDU checksum"),
+    datasum = ones_sum(data) if data else 0
+    cards = [*cards, card("CHECKSUM", "0" * 16, "HDU checksum"),
              card("DATASUM", str(datasum), "data unit checksum")]
-    header = _header_bytes(cards)
-    total = _ones_complement_sum(header) + datasum
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    at = header.index(b"CHECKSUM= '") + len("CHECKSUM= '")
-    header = header[:at] + _encode_checksum(total).encode("ascii") + header[at + 16:]
-    return header + data
+    return fill_checksum(_header_bytes(cards), datasum) + data
 
 
 def fits_file(primary: Sequence[str], extensions: Sequence[tuple[Sequence[str], np.ndarray]],
