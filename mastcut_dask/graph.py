@@ -36,7 +36,7 @@ import time
 import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from .exceptions import InvalidQueryError, MastcutError
 from .options import ServiceOptions, ThrottleOptions
@@ -877,12 +877,20 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
     from .throttle import ClusterThrottle
 
     ClusterThrottle(throttle_options)  # validates the limits on the client, before anything runs
-    base = service_options or ServiceOptions()
-    service_options = dataclasses.replace(
-        base, **{k: v for k, v in ServiceOptions.from_user(base_url, resolver_url).__dict__.items()
-                 if k in ("base_url", "resolver_url") and (service_options is None or
-                                                           (k == "base_url" and base_url) or
-                                                           (k == "resolver_url" and resolver_url))})
+    urls = ServiceOptions.from_user(base_url, resolver_url)
+    if service_options is None:
+        service_options = urls
+    else:
+        # Explicit URLs win over the ones inside the given options.
+        changes = {}
+        if base_url:
+            changes["base_url"] = urls.base_url
+        if resolver_url:
+            changes["resolver_url"] = urls.resolver_url
+        service_options = dataclasses.replace(service_options, **changes)
+    from .services import endpoint_url
+
+    endpoint_url(service_options.base_url, service, "astrocut")  # a malformed base URL fails here, not per task
     settings = RunSettings(service=service, out=_normalise_out(str(out)),
                            storage_options=tuple(sorted(dict(storage_options or {}).items())),
                            service_options=service_options, throttle_options=throttle_options)

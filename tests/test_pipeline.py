@@ -277,3 +277,5 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), size=-3)
     with pytest.raises(mc.InvalidQueryError):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="hapcut", sector=3, out=str(tmp_path))
+    with pytest.raises(mc.InvalidQueryError):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), base_url="ftp://mast.example")
