@@ -254,7 +254,7 @@ def _add_run_options(p, *, with_cluster_address: bool) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes of the local cluster (default: up to 4, one per core)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="threads per worker of the local cluster (default 2)")
+                   help="threads per worker of the local cluster (default 1; network tasks run outside the pool)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

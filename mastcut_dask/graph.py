@@ -490,8 +490,12 @@ class _Driver:
 
     def _target_level_skip(self, target) -> bool:
         """A target whose last outcome was ``no_coverage``/``invalid`` is left alone on resume."""
-        row = self.manifest.get(target.target_id, self.settings.service, "")
-        if row is not None and row.status in ("no_coverage", "invalid") and not self.run.retry_failed:
+        rows = self.manifest.rows_for(target.target_id, self.settings.service)
+        # Only when that is the target's latest outcome: a later run (e.g. with retry_failed)
+        # may have found products since.
+        row = rows[-1] if rows else None
+        if row is not None and row.product == "" and row.status in ("no_coverage", "invalid") \
+                and not self.run.retry_failed:
             self._row(row, write=False)
             return True
         return False
@@ -768,8 +772,10 @@ def _client_for(run: CutoutRun):
         return
     except ValueError:
         pass
+    # One thread per process by default: network tasks run outside the thread pool anyway, and
+    # decode/store work scales with processes (one GIL each), not with threads.
     n_workers = run.n_workers or min(4, os.cpu_count() or 1)
-    threads = run.threads_per_worker or 2
+    threads = run.threads_per_worker or 1
     lease = f"{run.settings.throttle_options.lease_timeout}s"
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": lease}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
