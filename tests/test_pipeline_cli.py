@@ -92,3 +92,24 @@ def test_fetch_exit_status_is_nonzero_when_a_row_failed(served, tmp_path):
     result = _fetch([str(targets), "--service", "zcut", "--out", str(tmp_path / "z")], base, resolver)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed" in result.stdout
+
+
+def test_fetch_command_on_a_running_scheduler(served, tmp_path):
+    """--scheduler ADDRESS: the run uses an existing cluster and leaves it running."""
+    distributed = pytest.importorskip("distributed")
+    base, resolver = served
+    position = tic_position(99)
+    targets = tmp_path / "targets.csv"
+    targets.write_text(f"id,ra,dec\nremote,{position[0]},{position[1]}\n")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        result = subprocess.run([*_command(), "fetch", str(targets), "--out", str(tmp_path / "r"),
+                                 "--scheduler", cluster.scheduler_address, "--base-url", base,
+                                 "--resolver-url", resolver, "--max-rate", "0", "--quiet"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert client.submit(sum, [1, 1], pure=False).result() == 2, "the cluster is still up"
+    with open(tmp_path / "r" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["product"] for r in rows if r["status"] == "done"} == \
+        {f"s{c.sector:04d}-{c.camera}-{c.ccd}" for c in sectors_at(*position)}
