@@ -738,6 +738,10 @@ class CutoutRun:
             self._thread.start()
         return self
 
+    def done(self) -> bool:
+        """True once the run has finished (successfully or not)."""
+        return self._result is not None or self._error is not None
+
     def compute(self):
         """Run (or wait for the persisted run) and return the manifest of this run.
 

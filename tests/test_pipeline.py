@@ -234,7 +234,7 @@ def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
                 time.sleep(0.05)
             # The only worker thread is not held by the waiting fetch task.
             assert c.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
-            assert run._result is None, "nothing could be fetched while the budget is held"
+            assert not run.done(), "nothing could be fetched while the budget is held"
         table = run.compute()
     assert list(table["status"]) == ["done"] * 3
 
