@@ -584,7 +584,14 @@ def _replace_local_dir(fs, tmp: str, final: str, root: str) -> None:
                 aside.append(old)
             except FileNotFoundError:
                 pass  # the other writer moved it first
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+            # Writers of this same group kept landing first. Each wrote the same request whole,
+            # so the version in place is as good as ours: keep it rather than fail the task.
+            _remove_quietly(fs, tmp, recursive=True)
     finally:
         for old in aside:
             _remove_quietly(fs, old, recursive=True)
