@@ -353,22 +353,13 @@ def _run_fetch(args) -> int:
 
     if args.scheduler and (args.workers or args.threads):
         raise MastcutError("--scheduler and --workers/--threads exclude each other")
-    client = None
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)
-    try:
-        run = mc.fetch_cutouts(
-            args.targets, service=args.service, size=_cli_size(args.size), sector=args.sector,
-            survey=args.survey, out=args.out, base_url=args.base_url, resolver_url=args.resolver_url,
-            max_concurrency=args.max_concurrency, max_rate=args.max_rate, client=client,
-            lightcurve=True if args.lightcurves else None, retry_failed=args.retry_failed,
-            progress=not args.quiet, n_workers=args.workers, threads_per_worker=args.threads)
-        table = run.compute()
-    finally:
-        if client is not None:
-            client.close()
+    run = mc.fetch_cutouts(
+        args.targets, service=args.service, size=_cli_size(args.size), sector=args.sector,
+        survey=args.survey, out=args.out, base_url=args.base_url, resolver_url=args.resolver_url,
+        max_concurrency=args.max_concurrency, max_rate=args.max_rate, client=args.scheduler or None,
+        lightcurve=True if args.lightcurves else None, retry_failed=args.retry_failed,
+        progress=not args.quiet, n_workers=args.workers, threads_per_worker=args.threads)
+    table = run.compute()
     print(_summary(table, run.elapsed, run.settings.out))
     return _exit_status(table)
 

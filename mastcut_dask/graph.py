@@ -768,6 +768,10 @@ def _client_for(run: CutoutRun):
     import dask
     from distributed import Client, LocalCluster
 
+    if isinstance(run.client, str):  # a scheduler address: connect for this run only
+        with Client(run.client) as client:
+            yield client
+        return
     if run.client is not None:
         yield run.client
         return
@@ -845,7 +849,8 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         Requests in flight, cluster-wide.
     max_rate : float
         Request starts per second, cluster-wide; 0 = no rate limit.
-    client : distributed.Client, optional
+    client : distributed.Client or str, optional
+        A Client, or a scheduler address (``"tcp://host:8786"``) to connect to for this run.
         Default: the current Client, else a LocalCluster of processes started and closed by the run.
     lightcurve : bool or aperture, optional
         Also store per-target light curves (TESS): aperture photometry on each sector,
