@@ -48,6 +48,7 @@ import logging
 import math
 import random
 import socket
+import sys
 import struct
 import threading
 import time
@@ -256,6 +257,15 @@ class _Server(ThreadingHTTPServer):
         self.connections: dict[socket.socket, threading.Thread] = {}
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback to stderr; a client hanging up (clients drop
+        # connections after faults, at shutdown) is routine for a server, anything else is logged.
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            log.debug("connection from %s ended: %s", client_address, err)
+        else:
+            log.exception("error while serving %s", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
