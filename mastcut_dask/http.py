@@ -231,7 +231,8 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
             raise ServiceError(f"{method} {full_url} failed with HTTP {status}: {_server_words(resp)}",
                                url=full_url, status=status)
         expected = resp.headers.get("Content-Length")
-        expected_n = int(expected) if expected and expected.isdigit() else None
+        # isascii: "\xb2" passes isdigit() but not int(); a hostile header must not crash us.
+        expected_n = int(expected) if expected and expected.isascii() and expected.isdigit() else None
         if expected_n is not None and expected_n > max_body:
             raise _Fatal(UnexpectedResponseError(
                 f"{full_url} announces {expected_n} bytes, more than the {max_body} allowed",
@@ -267,10 +268,23 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
         except BaseException:
             _discard(result)
             raise
-        if expected_n is not None and result.n_bytes != expected_n:
+        # Content-Length counts the bytes on the wire: with a Content-Encoding (gzip) the decoded
+        # body is longer, so compare what urllib3 pulled off the socket, not what we kept.
+        wire_n = _wire_bytes(resp, result.n_bytes)
+        if expected_n is not None and wire_n != expected_n:
             _discard(result)
-            raise _Retryable(f"truncated body: {result.n_bytes} of {expected_n} bytes", status=status)
+            raise _Retryable(f"truncated body: {wire_n} of {expected_n} bytes", status=status)
         return result
+
+
+def _wire_bytes(resp: requests.Response, decoded: int) -> int:
+    """Body bytes received over the wire (before any Content-Encoding was undone)."""
+    tell = getattr(resp.raw, "tell", None)
+    try:
+        n = tell() if tell is not None else None
+    except Exception:  # not a urllib3 response: fall back to the decoded size
+        n = None
+    return n if isinstance(n, int) else decoded
 
 
 def _discard(result: HttpResult) -> None:

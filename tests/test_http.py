@@ -229,3 +229,58 @@ def test_malformed_url_is_the_callers_mistake_not_retried():
     opts = ServiceOptions(max_retries=3, backoff_base=0.01)
     with pytest.raises(InvalidQueryError, match="No scheme"):
         perform("GET", "mast.stsci.edu/tesscut", options=opts)
+
+
+class _EncodedHandler(http.server.BaseHTTPRequestHandler):
+    """Replies the way a web server with compression on does: Content-Length counts wire bytes."""
+
+    body = b'{"results": []}' * 50
+    content_length: str | None = None   # override the announced length
+
+    def do_GET(self):  # noqa: N802
+        import gzip
+
+        wire = gzip.compress(self.body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", self.content_length or str(len(wire)))
+        self.end_headers()
+        self.wfile.write(wire)
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/x"
+
+
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_compressed_body_is_not_mistaken_for_a_truncated_one(tmp_path, to_disk):
+    # Content-Length counts the gzip bytes on the wire, not the decoded body: comparing it with
+    # the decoded size made every compressed reply look "truncated" and fail after all retries.
+    server, url = _serve(_EncodedHandler)
+    try:
+        opts = ServiceOptions(max_retries=1, backoff_base=0.0, backoff_cap=0.0)
+        result = perform("GET", url, options=opts, dest_dir=str(tmp_path) if to_disk else None)
+        assert result.attempts == 1 and result.n_bytes == len(_EncodedHandler.body)
+        assert (result.content if not to_disk else open(result.path, "rb").read()) == _EncodedHandler.body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_non_ascii_digit_content_length_does_not_escape_as_valueerror():
+    # "\xb2" (superscript two) passes str.isdigit() but not int(); hostile headers must not crash.
+    handler = type("H", (_EncodedHandler,), {"content_length": "\xb2"})
+    server, url = _serve(handler)
+    try:
+        opts = ServiceOptions(max_retries=0, backoff_base=0.0, backoff_cap=0.0)
+        result = perform("GET", url, options=opts)
+        assert result.content == _EncodedHandler.body
+    finally:
+        server.shutdown()
+        server.server_close()
