@@ -538,12 +538,13 @@ class _Driver:
                 return [self.manifest.get(tid, service, p) for p in request.products]
             return []
         # Products not known in advance (a named sector, HAPCut): the verified products this
-        # request produced before stand for it.
+        # request produced before stand for it, unless one of its products failed (e.g. its
+        # store task): that one is only fetched again with the whole request.
         prefix = f"s{request.sector:04d}-" if request.sector is not None else None
         rows = [r for r in self.manifest.rows_for(tid, service)
-                if r.status == "done" and r.product and r.product != LIGHTCURVE_PRODUCT
+                if r.product and r.product != LIGHTCURVE_PRODUCT
                 and (prefix is None or r.product.startswith(prefix))]
-        if rows and all(self.manifest.is_done(r) for r in rows):
+        if rows and all(self.manifest.should_skip(*r.key, retry_failed=retry) for r in rows):
             return rows
         return []
 

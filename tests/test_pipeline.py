@@ -279,3 +279,23 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="hapcut", sector=3, out=str(tmp_path))
     with pytest.raises(mc.InvalidQueryError):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), base_url="ftp://mast.example")
+
+
+def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client, tmp_path):
+    """HAPCut announces no products: one product whose store failed must not be hidden by its
+    siblings that are done."""
+    from mastcut_dask.store import Manifest, ManifestRow
+
+    targets = [{"id": "hap_good", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]}]
+    kwargs = dict(service="hapcut", size=6, out=str(tmp_path / "h"), base_url=emu.url,
+                  resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False)
+    first = mc.fetch_cutouts(targets, **kwargs).compute()
+    assert set(first["status"]) == {"done"} and len(first) > 1
+    victim = first[0]
+    # As a run whose store task failed for this one product leaves it.
+    Manifest(kwargs["out"]).append(ManifestRow("hap_good", "hapcut", victim["product"], "failed",
+                                               fits_path=victim["fits_path"], error="DecodeError: broken"))
+    emu.reset_stats()
+    again = mc.fetch_cutouts(targets, **kwargs).compute()
+    assert len(_cutout_requests(emu)) == 1, "the failed product is asked for again"
+    assert _rows(again)[("hap_good", victim["product"])]["status"] == "done"
