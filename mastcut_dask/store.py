@@ -818,6 +818,8 @@ class Manifest:
             except (InvalidQueryError, ValueError, TypeError) as err:
                 log.warning("manifest %s line %d ignored: %s", self._path, reader.line_num, err)
                 continue
+            # Re-insert, as `extend` does: rows stay ordered by each key's latest outcome.
+            self._rows.pop(row.key, None)
             self._rows[row.key] = row
 
     def __len__(self) -> int:
@@ -828,7 +830,7 @@ class Manifest:
 
     @property
     def rows(self) -> list[ManifestRow]:
-        """The current rows (the latest per key), in first-seen order."""
+        """The current rows (the latest per key), ordered by when each key's latest row came."""
         return list(self._rows.values())
 
     def get(self, target_id: str, service: str, product: str = "") -> ManifestRow | None:

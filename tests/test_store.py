@@ -272,6 +272,18 @@ def test_later_rows_supersede_earlier_ones(tmp_path):
     assert Manifest(out).rows == [row]
 
 
+def test_reloaded_rows_keep_the_order_of_the_latest_outcomes(tmp_path):
+    """Resume reads a target's latest outcome from the order of its rows: a reloaded manifest
+    must order rows as the one that wrote them (by each key's latest row)."""
+    out = str(tmp_path)
+    m = Manifest(out)
+    m.append(ManifestRow("t", "tesscut", "", "no_coverage", error="no sector covers this target"))
+    m.append(done_row(out, target_id="t"))
+    m.append(ManifestRow("t", "tesscut", "", "no_coverage", error="no sector covers this target"))
+    assert m.rows_for("t")[-1].status == "no_coverage"
+    assert Manifest(out).rows == m.rows
+
+
 def test_a_partial_last_line_from_a_crash_is_ignored(tmp_path):
     out = str(tmp_path)
     m = Manifest(out)
