@@ -293,6 +293,8 @@ def _check_infos(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, url: str |
         raise UnsafeArchiveError(f"Archive from {where} has {len(infos)} members (limit {limits.max_members})",
                                  url=url)
     seen: set[str] = set()
+    files: dict[str, str] = {}
+    folders: set[str] = set()
     total = 0
     compressed = 0
     for info in infos:
@@ -303,6 +305,12 @@ def _check_infos(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, url: str |
         if key in seen:
             raise UnsafeArchiveError(f"Archive from {where} refused: duplicate member {info.filename!r}", url=url)
         seen.add(key)
+        if not info.is_dir():
+            files[key] = info.filename
+        parent = posixpath.dirname(key)
+        while parent:
+            folders.add(parent)
+            parent = posixpath.dirname(parent)
         total += info.file_size
         compressed += info.compress_size
         if total > limits.max_bytes:
@@ -312,6 +320,11 @@ def _check_infos(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, url: str |
             raise UnsafeArchiveError(
                 f"Archive from {where} refused: member {info.filename!r} compresses "
                 f"{info.file_size / max(info.compress_size, 1):.0f}:1 (limit {limits.max_ratio:.0f}:1)", url=url)
+    clash = next((files[k] for k in files if k in folders), None)
+    if clash is not None:
+        # "a" and "a/b": one member would have to be both a file and a folder.
+        raise UnsafeArchiveError(f"Archive from {where} refused: member {clash!r} is also a folder of other members",
+                                 url=url)
     if total > _RATIO_FLOOR and total > limits.max_ratio * max(compressed, 1):
         raise UnsafeArchiveError(f"Archive from {where} refused: compression ratio above {limits.max_ratio:.0f}:1",
                                  url=url)
@@ -338,7 +351,7 @@ def extract_zip(zip_path: str, dest_dir: str, members: Iterable[str] | None = No
     Returns
     -------
     list of str
-        ``os.path.join(dest_dir, name)`` for each member: the paths actually written.
+        The path of each member as written under ``dest_dir`` (a ``\\`` in a name separates folders).
 
     Raises
     ------
@@ -377,7 +390,7 @@ def extract_zip(zip_path: str, dest_dir: str, members: Iterable[str] | None = No
             except BaseException:
                 _remove_quietly(tmp)
                 raise
-            written.append(os.path.join(dest_dir, info.filename))
+            written.append(target)
             log.debug("extracted %s", target)
     return written
 

@@ -308,7 +308,7 @@ def extract_cutout_archive(archive: CutoutArchive, dest_dir: str, options: Servi
     Returns
     -------
     list of str
-        ``os.path.join(dest_dir, member)`` for each member, as written.
+        The path of each member as written under ``dest_dir``.
     """
     limits = ArchiveLimits.from_options(options or ServiceOptions())
     paths = extract_zip(archive.path, dest_dir, archive.members, limits, url=archive.url)

@@ -192,3 +192,28 @@ def test_no_member_name_escapes_the_destination(tmp_path_factory, name):
         pass
     escaped = [p for p in tree(root) if not p.startswith(os.path.join("deep", "out")) and p != "f.zip"]
     assert escaped == []
+
+
+def test_extract_returns_the_paths_really_written(tmp_path):
+    # A backslash separates folders here (as the safety checks treat it), so "sub\\two.fits" is
+    # written to sub/two.fits; the returned path must be that file, not a name that does not exist.
+    z = make_zip(tmp_path / "w.zip", [("sub\\two.fits", b"y")])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    written = extract_zip(z, str(dest), verify_zip(z))
+    assert all(os.path.isfile(p) for p in written), written
+    assert written == [os.path.join(str(dest), "sub", "two.fits")]
+
+
+@pytest.mark.parametrize("order", [["a", "a/b"], ["a/b", "a"]])
+def test_file_and_folder_of_the_same_name_refused_before_writing(tmp_path, order):
+    # Hostile names where one member is another's folder: refused up front as unsafe, not an
+    # OSError half-way through extraction with some members already written.
+    z = make_zip(tmp_path / "clash.zip", [(name, b"x") for name in order])
+    with pytest.raises(UnsafeArchiveError, match="refused"):
+        verify_zip(z)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        extract_zip(z, str(dest))
+    assert tree(dest) == []
