@@ -141,6 +141,7 @@ class LocalThrottle:
 import logging as _logging
 import math as _math
 import threading as _threading
+import weakref as _weakref
 
 from .exceptions import InvalidQueryError as _InvalidQueryError
 from .options import ThrottleOptions
@@ -286,16 +287,38 @@ class ClusterThrottle:
         return int(concurrency.get_value())
 
 
-def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
-    """A `distributed.Semaphore` registered on the scheduler with this lease timeout."""
-    import dask
-    from distributed import Semaphore
+# Semaphore handles of this process, per Worker or Client they talk through. Each
+# distributed.Semaphore keeps a lease-refresh callback on that event loop for as long as the
+# loop runs (the callback holds the object, so it is never collected): tasks that each build a
+# ClusterThrottle must share one handle per name, not add one per task. A handle is only a
+# connection; the budget itself lives on the scheduler.
+_SEMAPHORE_HANDLES: "_weakref.WeakKeyDictionary[object, dict]" = _weakref.WeakKeyDictionary()
 
+
+def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
+    """A `distributed.Semaphore` registered on the scheduler with this lease timeout (one
+    handle per process and Worker/Client for each name, limits and timeout)."""
+    import dask
+    from distributed import Semaphore, get_client, get_worker
+
+    try:
+        owner = get_worker()
+    except ValueError:
+        try:
+            owner = get_client()
+        except ValueError:
+            owner = None  # no cluster here: Semaphore raises its own error when used
+    key = (name, max_leases, lease_timeout)
     # The lease timeout is read from dask's config when the semaphore is built and registered;
     # dask.config.set is process-wide, so registrations are serialised.
-    with _CLUSTER_REGISTER_LOCK, dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s"}):
-        sem = Semaphore(max_leases=max_leases, name=name)
-        sem.register()
+    with _CLUSTER_REGISTER_LOCK:
+        handles = _SEMAPHORE_HANDLES.setdefault(owner, {}) if owner is not None else {}
+        sem = handles.get(key)
+        if sem is None:
+            with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s"}):
+                sem = Semaphore(max_leases=max_leases, name=name)
+                sem.register()
+            handles[key] = sem
     return sem
 
 

@@ -115,3 +115,26 @@ def test_client_and_workers_share_one_budget(client):
     start, _, _ = future.result()
     assert start >= released
     assert here.in_flight() == 0
+
+
+def _fresh_throttle_lease(i: int, options: ThrottleOptions) -> int:
+    with ClusterThrottle(options).lease():  # a new throttle per task, as the pipeline's tasks build them
+        pass
+    return i
+
+
+def _semaphores_named(prefix: str, dask_worker=None) -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects()
+               if isinstance(o, distributed.Semaphore) and str(getattr(o, "name", "")).startswith(prefix))
+
+
+def test_throttles_built_per_task_share_one_semaphore_per_worker(client):
+    """Each distributed.Semaphore keeps a lease-refresh callback on its process's event loop
+    for ever: building one per task would pile them up for the whole life of a worker."""
+    options = ThrottleOptions(max_concurrency=3, max_rate=50, name="test-per-task")
+    client.gather(client.map(_fresh_throttle_lease, range(40), options=options, pure=False))
+    counts = client.run(_semaphores_named, "test-per-task")
+    assert counts and all(n <= 2 for n in counts.values()), counts  # concurrency + rate, once per process
