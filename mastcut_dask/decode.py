@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from .exceptions import DecodeError, MastcutError
+from .exceptions import DecodeError, InvalidQueryError, MastcutError
 
 __all__ = [
     "tpf_to_xarray",
@@ -160,11 +160,12 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
 
 def _gunzip(data: bytes, name: str) -> bytes:
     import gzip
+    import zlib
 
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
         try:
             out = gz.read(MAX_GUNZIPPED_BYTES + 1)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:  # a damaged deflate stream raises zlib.error
             raise DecodeError(f"{name or 'input'}: corrupt gzip data ({err})") from err
     if len(out) > MAX_GUNZIPPED_BYTES:
         raise DecodeError(f"{name or 'input'}: gzip data expands beyond {MAX_GUNZIPPED_BYTES} bytes")
@@ -435,9 +436,14 @@ def image_to_xarray(src: Source, *, origin: str | None = None, storage_options: 
     ------
     DecodeError
         If the file holds no image cutout (the message says what is missing).
+    InvalidQueryError
+        If ``origin`` is neither ``"upper"`` nor ``"lower"``.
     """
     from .decode_image import build_image_dataset
 
+    if origin not in (None, "upper", "lower"):
+        # the caller's mistake, refused up front (inside the decode it would read as a corrupt file)
+        raise InvalidQueryError(f"origin must be 'upper' or 'lower', got {origin!r}")
     with _unreadable_as_decode_error(_name_of(src)):
         opened = open_source(src, storage_options=storage_options)
     try:

@@ -197,10 +197,8 @@ def _raster_dataset(opened: OpenedSource, origin: str | None) -> xr.Dataset:
         if image.mode not in ("L", "RGB", "RGBA"):
             image = image.convert("RGB" if image.mode in ("P", "CMYK", "YCbCr") else "L")
         array = np.array(image, dtype=np.uint8)
-    if origin is None:
+    if origin is None:  # (an explicit origin was checked by image_to_xarray)
         origin = _origin_from_metadata(meta)
-    elif origin not in ("upper", "lower"):
-        raise ValueError(f"origin must be 'upper' or 'lower', got {origin!r}")
     attrs: dict = {"service": "ZCut", "source_file": opened.name, "format": fmt.lower(), "origin": origin,
                    "origin_from": "metadata" if meta else "default (no metadata: astrocut < 1.4 rows are FITS rows)",
                    "wcs_valid": False}

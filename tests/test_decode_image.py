@@ -74,6 +74,17 @@ def test_raster_cutouts_state_their_row_order(fmt):
         assert np.corrcoef(ref[::-1].ravel(), rows.ravel())[0, 1] < 0.5
 
 
+@pytest.mark.parametrize("fmt", ["fits", "png"])
+def test_bad_origin_is_an_invalid_query_for_every_format(fmt):
+    # a wrong argument is the caller's mistake, not a corrupt file, and is refused whatever the input
+    from mastcut_dask.exceptions import DecodeError, InvalidQueryError
+
+    raw = _one(zcut_cutout_files(*ANCHOR, 8, 6, "px", survey="candels_gn_30mas", fmt=fmt))[1]
+    with pytest.raises(InvalidQueryError, match="origin") as info:
+        image_to_xarray(raw, origin="top")
+    assert not isinstance(info.value, DecodeError)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nx=st.integers(1, 23), ny=st.integers(1, 23))
 def test_property_zcut_shapes_including_1xn(nx, ny):

@@ -231,6 +231,11 @@ def test_gzip_bomb_guard_and_corrupt_gzip(real):
     with pytest.raises(DecodeError, match="gzip"):
         tpf_to_xarray(gzip.compress(b"SIMPLE  =")[:-6])
     raw = real["spoc"].read_bytes()
+    # a damaged deflate stream (zlib.error, not OSError) is a DecodeError too
+    damaged = bytearray(raw)
+    damaged[100:116] = b"\xff" * 16  # inside the first deflate block's code tables
+    with pytest.raises(DecodeError, match="gzip"):
+        tpf_to_xarray(bytes(damaged))
     ds = tpf_to_xarray(raw)
     assert ds.attrs["service"] == "SPOC" and ds.sizes["time"] == 5
 
