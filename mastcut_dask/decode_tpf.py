@@ -132,23 +132,25 @@ class PixelColumnReader:
         self.shape = (self.nrows, *self.cell_shape)
         self.ndim = len(self.shape)
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of the column, native byte order."""
+    def read_table(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the whole table (every column, file byte order)."""
         start, stop = max(0, start), min(self.nrows, stop)
         if stop <= start:
-            return np.empty((0, *self.cell_shape), self.dtype)
+            return np.empty(0, self.row_dtype)
         size = self.row_dtype.itemsize
         if self.location.is_local:
-            table = np.memmap(self.location.local_path, dtype=self.row_dtype, mode="r",
-                              offset=self.data_offset + start * size, shape=(stop - start,))
-            return np.array(table[self.field], dtype=self.dtype)
+            return np.memmap(self.location.local_path, dtype=self.row_dtype, mode="r",
+                             offset=self.data_offset + start * size, shape=(stop - start,))
         with self.location.open() as fh:
             fh.seek(self.data_offset + start * size)
             raw = fh.read((stop - start) * size)
         if len(raw) != (stop - start) * size:
             raise DecodeError(f"{self.location.url}: file ends inside the PIXELS table")
-        table = np.frombuffer(raw, dtype=self.row_dtype)
-        return np.array(table[self.field], dtype=self.dtype)
+        return np.frombuffer(raw, dtype=self.row_dtype)
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the column, native byte order."""
+        return np.array(self.read_table(start, stop)[self.field], dtype=self.dtype)
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -219,10 +221,12 @@ def _scalar_columns(opened: OpenedSource, pixels: fits.BinTableHDU, names: list[
         nrows = int(pixels.header["NAXIS2"])
         out = {name: [] for name in names}
         step = max(1, (16 * 2**20) // lazy_dtype.itemsize)  # bounded memory: 16 MB of rows at a time
+        reader = PixelColumnReader(opened.location, offset, lazy_dtype, nrows, names[0])
         for start in range(0, max(nrows, 1), step):
+            # each block is fetched once for all the columns (rows interleave them with the pixels)
+            block = reader.read_table(start, start + step)
             for name in names:
-                reader = PixelColumnReader(opened.location, offset, lazy_dtype, nrows, name)
-                out[name].append(reader.read_rows(start, start + step))
+                out[name].append(_native(block[name]))
         return {name: (np.concatenate(parts) if parts else np.empty(0)) for name, parts in out.items()}
     data = pixels.data if table is None else table
     return {name: _native(data[name]) for name in names}
