@@ -770,7 +770,11 @@ def _client_for(run: CutoutRun):
     from distributed import Client, LocalCluster
 
     if isinstance(run.client, str):  # a scheduler address: connect for this run only
-        with Client(run.client) as client:
+        try:
+            client = Client(run.client)
+        except (OSError, ValueError) as err:  # refused, timed out, not an address
+            raise MastcutError(f"cannot use the Dask scheduler at {run.client!r}: {err}") from None
+        with client:
             yield client
         return
     if run.client is not None:
@@ -920,4 +924,14 @@ def _normalise_out(out: str) -> str:
     # Workers may run elsewhere: a relative local path is made absolute on the client.
     if "://" in out:
         return out.rstrip("/")
-    return os.path.abspath(os.path.expanduser(out))
+    path = os.path.abspath(os.path.expanduser(out))
+    # A local OUT that cannot be a folder would otherwise only fail at the first manifest row,
+    # deep inside the run: refuse it here, before anything is sent.
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InvalidQueryError(f"out={out!r}: {parent} is not a folder; choose another output location.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidQueryError(f"out={out!r}: the folder {parent} is not writable; choose another output location.")
+    return path

@@ -279,6 +279,14 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="hapcut", sector=3, out=str(tmp_path))
     with pytest.raises(mc.InvalidQueryError):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), base_url="ftp://mast.example")
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    emu.reset_stats()
+    with pytest.raises(mc.InvalidQueryError, match="not a folder"):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file), base_url=emu.url)
+    with pytest.raises(mc.InvalidQueryError, match="not a folder"):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file / "run"), base_url=emu.url)
+    assert emu.request_log() == []
 
 
 def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client, tmp_path):

@@ -6,6 +6,7 @@ import csv
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -113,3 +114,25 @@ def test_fetch_command_on_a_running_scheduler(served, tmp_path):
         rows = list(csv.DictReader(fh))
     assert {r["product"] for r in rows if r["status"] == "done"} == \
         {f"s{c.sector:04d}-{c.camera}-{c.ccd}" for c in sectors_at(*position)}
+
+
+def test_fetch_with_an_unreachable_scheduler_or_a_file_as_out_says_so_in_one_line(served, tmp_path):
+    base, resolver = served
+    targets = tmp_path / "targets.csv"
+    targets.write_text("id,ra,dec\na,10,10\n")
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s")
+    result = subprocess.run([*_command(), "fetch", str(targets), "--out", str(tmp_path / "r"),
+                             "--scheduler", f"tcp://127.0.0.1:{port}", "--base-url", base,
+                             "--resolver-url", resolver, "--quiet"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and f"127.0.0.1:{port}" in result.stderr
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    result = _fetch([str(targets), "--out", str(a_file)], base, resolver)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "a_file" in result.stderr
