@@ -132,6 +132,9 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
         loc = FileLocation(text, opts)
         name = os.path.basename(text.rstrip("/").split("?")[0])
         if loc.is_local:
+            # absolute, so lazy reads (and the dask keys named after the location) still mean
+            # this file after a change of directory or on a worker with another cwd
+            loc = FileLocation(os.path.abspath(loc.local_path), opts)
             path = loc.local_path
             if not os.path.isfile(path):
                 raise DecodeError(f"no such file: {path}")

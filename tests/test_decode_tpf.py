@@ -156,6 +156,27 @@ def test_chunked_path_read_is_lazy_and_equal(regular, tmp_path):
     xr.testing.assert_identical(lazy.compute(), tpf_to_xarray(path))
 
 
+def test_chunked_relative_path_is_read_from_where_it_was_decoded(regular, tmp_path, monkeypatch):
+    # a lazy dataset must keep reading its own file after a change of directory, and two files
+    # with the same relative name must not share dask keys (or one would get the other's pixels)
+    name, raw = regular
+
+    def doubled(hdul):
+        hdul[1].data["FLUX"] *= 2
+
+    for sub, data in (("a", raw), ("b", _edit(raw, doubled))):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path / "a")
+    lazy_a = tpf_to_xarray(name, chunks={"time": 40})
+    monkeypatch.chdir(tmp_path / "b")
+    lazy_b = tpf_to_xarray(name, chunks={"time": 40})
+    eager_a, eager_b = tpf_to_xarray(tmp_path / "a" / name), tpf_to_xarray(tmp_path / "b" / name)
+    both = xr.concat([lazy_a.flux, lazy_b.flux], dim="file").compute()
+    np.testing.assert_array_equal(both.values[0], eager_a.flux.values)
+    np.testing.assert_array_equal(both.values[1], eager_b.flux.values)
+
+
 # ---- quirks made by editing emulator files ---------------------------------------------------
 def _set(hdul, key, value, hdus=(0, 1, 2)):
     for i in hdus:
