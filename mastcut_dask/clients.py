@@ -432,15 +432,31 @@ class _CutoutClient:
         os.makedirs(path, exist_ok=True)
         options = self.options
         paths: list[str] = []
-        fetched = self._each(lambda r: download_cutout_archive(options, r, path, throttle=self.throttle), requests_)
-        for got in fetched:
-            if isinstance(got, NoData):
-                warnings.warn(got.message, NoResultsWarning, stacklevel=3)
-                continue
-            if not inflate:
-                paths.append(got.path)
-                continue
-            paths += extract_cutout_archive(got, path, options)
+        archives: list[CutoutArchive] = []   # list.append is atomic: safe from the pool's threads
+
+        def fetch(request: CutoutRequest) -> CutoutArchive | NoData:
+            got = download_cutout_archive(options, request, path, throttle=self.throttle)
+            if isinstance(got, CutoutArchive):
+                archives.append(got)
+            return got
+
+        try:
+            fetched = self._each(fetch, requests_)
+            for got in fetched:
+                if isinstance(got, NoData):
+                    warnings.warn(got.message, NoResultsWarning, stacklevel=3)
+                    continue
+                if not inflate:
+                    paths.append(got.path)
+                    continue
+                paths += extract_cutout_archive(got, path, options)
+        except BaseException:
+            # One sector failed: the zips its siblings already wrote would stay in the user's
+            # folder unreported (extracted ones are gone already).
+            for archive in archives:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(archive.path)
+            raise
         table = Table(names=["Local Path"], dtype=[str])
         if paths:
             table["Local Path"] = paths
