@@ -784,6 +784,9 @@ class Manifest:
         self._local = _is_local(self._fs)
         self._rows: dict[tuple[str, str, str], ManifestRow] = {}
         self._verified: set[tuple[str, str, str]] = set()
+        # A killed writer's torn last row is still in the file: appending after it would glue
+        # the next row onto it (or into its open quote), so the first write rewrites instead.
+        self._torn = False
         self._load()
 
     # -- reading
@@ -797,6 +800,7 @@ class Manifest:
             # A crash mid-append leaves a partial last row: drop it (that result is re-fetched).
             log.warning("manifest %s: ignoring an incomplete last line", self._path)
             text = text[: text.rfind("\n") + 1]
+            self._torn = True
         # newline="" keeps line breaks inside quoted fields (multi-line error messages) intact.
         # strict: a row cut inside a quoted field is an error, not a row with half a message.
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -812,6 +816,7 @@ class Manifest:
                 # Only a killed writer's last row can be malformed; anything after it is lost
                 # to this run's records (and so fetched again), never misread.
                 log.warning("manifest %s: stopping at line %d: %s", self._path, reader.line_num, err)
+                self._torn = True
                 break
             try:
                 row = ManifestRow.from_csv(record)
@@ -867,7 +872,14 @@ class Manifest:
         for row in rows:
             if not isinstance(row, ManifestRow):
                 raise InvalidQueryError(f"Manifest rows must be ManifestRow, got {type(row).__name__}.")
-        if self._local:
+        if self._local and self._torn:
+            merged = dict(self._rows)
+            for row in rows:
+                merged.pop(row.key, None)
+                merged[row.key] = row
+            self._rewrite_local(list(merged.values()))
+            self._torn = False
+        elif self._local:
             self._append_local(rows)
         for row in rows:
             # Re-insert so that iteration order follows the latest outcome.
@@ -913,6 +925,23 @@ class Manifest:
             # Handing the bytes to the OS is enough to survive a crash of this process; the
             # fsync against power loss is done once, on close, as it costs milliseconds each.
             fh.flush()
+
+    def _rewrite_local(self, rows: list[ManifestRow]) -> None:
+        """Replace the file with ``rows`` (temporary name, fsync, rename): drops a torn tail."""
+        tmp = _staging_path(self._root, MANIFEST_NAME)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow(row.as_csv())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._path)
+        except BaseException:
+            _remove_quietly(self._fs, tmp)
+            raise
 
     def _rewrite_remote(self) -> None:
         buf = io.StringIO()

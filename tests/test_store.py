@@ -294,6 +294,22 @@ def test_a_partial_last_line_from_a_crash_is_ignored(tmp_path):
     assert Manifest(out).rows == [row]
 
 
+@pytest.mark.parametrize("torn", ["tic_2,tesscut,s0009-1-1,do",
+                                  'tic_2,tesscut,,failed,,,,,"POST http://x failed (Connection'])
+def test_rows_appended_after_a_crash_mid_append_are_kept(tmp_path, torn):
+    """The next run appends to the file the killed one left: its rows must not be glued onto
+    (or swallowed by an open quote of) the torn last line."""
+    out = str(tmp_path)
+    first = done_row(out)
+    Manifest(out).append(first)
+    with open(tmp_path / "manifest.csv", "a") as fh:
+        fh.write(torn)  # the process died here
+    m = Manifest(out)
+    later = ManifestRow("tic_3", "tesscut", "", "no_coverage", error="no sector covers this target")
+    m.append(later)
+    assert Manifest(out).rows == [first, later]
+
+
 def test_a_foreign_csv_is_not_taken_for_a_manifest(tmp_path):
     (tmp_path / "manifest.csv").write_text("a,b\n1,2\n")
     with pytest.raises(Exception, match="manifest columns"):
