@@ -489,13 +489,18 @@ class _Driver:
             self.queue.append(("resolve", tuple(names[i:i + RESOLVE_BATCH])))
 
     def _target_level_skip(self, target) -> bool:
-        """A target whose last outcome was ``no_coverage``/``invalid`` is left alone on resume."""
+        """A target whose last outcome was ``no_coverage``/``invalid`` is left alone on resume.
+
+        ``invalid`` stands only for a target that still needs the resolver (its verdict on the
+        name): a target that reached here passed this run's checks of its row, so an earlier
+        ``invalid`` for it was a bad row since corrected.
+        """
         rows = self.manifest.rows_for(target.target_id, self.settings.service)
         # Only when that is the target's latest outcome: a later run (e.g. with retry_failed)
         # may have found products since.
         row = rows[-1] if rows else None
-        if row is not None and row.product == "" and row.status in ("no_coverage", "invalid") \
-                and not self.run.retry_failed:
+        skip = ("no_coverage",) if target.resolved else ("no_coverage", "invalid")
+        if row is not None and row.product == "" and row.status in skip and not self.run.retry_failed:
             self._row(row, write=False)
             return True
         return False

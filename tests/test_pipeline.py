@@ -307,3 +307,15 @@ def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client
     again = mc.fetch_cutouts(targets, **kwargs).compute()
     assert len(_cutout_requests(emu)) == 1, "the failed product is asked for again"
     assert _rows(again)[("hap_good", victim["product"])]["status"] == "done"
+
+
+def test_a_corrected_row_is_fetched_on_the_next_run(emu, client, tmp_path):
+    """'invalid' rows from a bad target list are the input's fault: once the row is fixed, the
+    next run fetches it (only the resolver's verdict on a name stands until retry_failed)."""
+    position = tic_position(555)
+    kwargs = dict(service="tesscut", size=5, out=str(tmp_path / "fix"), base_url=emu.url,
+                  resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False)
+    first = mc.fetch_cutouts([{"id": "typo", "ra": "north-ish", "dec": position[1]}], **kwargs).compute()
+    assert list(first["status"]) == ["invalid"]
+    fixed = mc.fetch_cutouts([{"id": "typo", "ra": position[0], "dec": position[1]}], **kwargs).compute()
+    assert {r["product"] for r in fixed if r["status"] == "done"} == _products(sectors_at(*position))
