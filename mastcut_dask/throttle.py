@@ -176,9 +176,9 @@ class ClusterThrottle:
     workers inside a task.
 
     ``lease()`` blocks the calling thread while it waits. Callers inside Dask tasks should run
-    the whole request seceded from the worker's thread pool (``distributed.secede`` /
-    ``rejoin``, as `mastcut_dask.graph` does) so that waiting for a lease never keeps decode
-    and store tasks from running.
+    the whole request seceded from the worker's thread pool (``distributed.secede``, as
+    `mastcut_dask.graph` does, without rejoining) so that waiting for a lease never keeps
+    decode and store tasks from running.
 
     Parameters
     ----------
