@@ -867,8 +867,16 @@ def read_targets(src: Any, *, storage_options: Mapping[str, Any] | None = None) 
         first_row[target.target_id] = (index, target)
         targets.append(target)
         given.append(row_given)
-    # An invalid row must not share a manifest id with a valid target (its row would shadow it).
-    invalid = [replace(bad, target_id=f"row_{bad.row}") if bad.target_id in first_row else bad for bad in invalid]
+    # An invalid row must not share a manifest id with a valid target (its row would shadow it),
+    # nor with an earlier invalid row (only the later of the two would stay on record).
+    taken = set(first_row)
+    unique = []
+    for bad in invalid:
+        if bad.target_id in taken:
+            bad = replace(bad, target_id=f"row_{bad.row}")
+        taken.add(bad.target_id)
+        unique.append(bad)
+    invalid = unique
     if invalid:
         log.warning("target list: %d of %d rows are invalid", len(invalid), len(normalised))
     return TargetList(tuple(targets), tuple(invalid), tuple(given))

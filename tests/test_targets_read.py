@@ -216,3 +216,13 @@ def test_any_rows_end_as_targets_or_reasons(rows):
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+\-]*", target_id) and ".." not in target_id
     for bad in tl.invalid:
         assert bad.reason.startswith(f"row {bad.row}: ")
+
+
+def test_bad_rows_never_share_an_id():
+    """Each invalid row is one manifest row, keyed by its id: two bad rows with one id would
+    leave only the second on record."""
+    tl = read_targets([{"name": "M31", "size": "abc"}, {"name": "M31", "size": "xyz"},
+                       {"id": "q", "ra": "x", "dec": 1}, {"id": "q", "ra": "y", "dec": 1}])
+    ids = [bad.target_id for bad in tl.invalid]
+    assert len(set(ids)) == 4, ids
+    assert ids[0] == "m31" and ids[2] == "q"
