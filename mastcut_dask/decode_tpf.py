@@ -59,6 +59,8 @@ _FITS_DTYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": 
 # WCS keywords handed to WCSLIB (the rest of a TPF header only slows its parser down)
 _WCS_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CTYPE\d|CUNIT\d|CDELT\d|PC\d_\d|CD\d_\d|CROTA\d|LONPOLE|"
                       r"LATPOLE|RADESYS|EQUINOX|[AB]P?_ORDER|[AB]P?_\d+_\d+)[A-Z]?$")
+# |CCD column/row| beyond this is not a TESS pixel (CCDs are ~2k pixels; cutouts may hang off)
+_CCD_PIXEL_LIMIT = 10**6
 # a target more than this many pixels outside the cutout means the WCS does not describe it
 _WCS_MARGIN_PX = 1.0
 
@@ -528,7 +530,13 @@ def _ccd_origin(pix_hdr: fits.Header, colnames: dict, pixels) -> tuple[int, int]
         col, row = header_int(pix_hdr, f"1CRV{n}P"), header_int(pix_hdr, f"2CRV{n}P")
         if col is not None and row is not None:
             crp_c, crp_r = header_int(pix_hdr, f"1CRP{n}P") or 1, header_int(pix_hdr, f"2CRP{n}P") or 1
-            return col - (crp_c - 1), row - (crp_r - 1)
+            col, row = col - (crp_c - 1), row - (crp_r - 1)
+            # "present and sane" (formats.md §11): a position no CCD has would overflow the
+            # int32 coords; the CCD position is never required, so drop it instead
+            if max(abs(col), abs(row)) > _CCD_PIXEL_LIMIT:
+                log.info("CCD position (%d, %d) from 1CRV%dP/2CRV%dP is not sane; not used", col, row, n, n)
+                return None
+            return col, row
     return None
 
 

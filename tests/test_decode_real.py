@@ -275,6 +275,20 @@ def test_gzip_bomb_guard_and_corrupt_gzip(real):
     assert ds.attrs["service"] == "SPOC" and ds.sizes["time"] == 5
 
 
+@pytest.mark.parametrize("value", [1e300, 2**40, -(2**35)])
+def test_absurd_ccd_position_is_dropped_not_fatal(real, value):
+    # 1CRVnP/2CRVnP are "never required": a value no CCD has must not crash the decode
+    with fits.open(real["asteroid"]) as hdul:
+        for n in (4, 5, 6, 7, 8):
+            if f"1CRV{n}P" in hdul[1].header:
+                hdul[1].header[f"1CRV{n}P"] = value
+        out = io.BytesIO()
+        hdul.writeto(out)
+    ds = tpf_to_xarray(out.getvalue())
+    assert "column" not in ds.coords and "row" not in ds.coords
+    assert ds.flux.shape == (1, 10, 11)
+
+
 def test_mission_tpf_bitflag_aperture_is_collected_pixels(real):
     ds = tpf_to_xarray(real["spoc"])
     with fits.open(real["spoc"]) as hdul:
