@@ -191,12 +191,15 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
 def _raster_dataset(opened: OpenedSource, origin: str | None) -> xr.Dataset:
     from PIL import Image  # only JPG/PNG decoding needs Pillow
 
-    with Image.open(io.BytesIO(opened.raw)) as image:
-        fmt = image.format or ""
-        meta = _raster_metadata(image)
-        if image.mode not in ("L", "RGB", "RGBA"):
-            image = image.convert("RGB" if image.mode in ("P", "CMYK", "YCbCr") else "L")
-        array = np.array(image, dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(opened.raw)) as image:
+            fmt = image.format or ""
+            meta = _raster_metadata(image)
+            if image.mode not in ("L", "RGB", "RGBA"):
+                image = image.convert("RGB" if image.mode in ("P", "CMYK", "YCbCr") else "L")
+            array = np.array(image, dtype=np.uint8)
+    except Image.DecompressionBombError as err:  # not an OSError: the caller's guard would miss it
+        raise DecodeError(f"{opened.name or 'input'}: {err}") from err
     if origin is None:  # (an explicit origin was checked by image_to_xarray)
         origin = _origin_from_metadata(meta)
     attrs: dict = {"service": "ZCut", "source_file": opened.name, "format": fmt.lower(), "origin": origin,

@@ -85,6 +85,23 @@ def test_bad_origin_is_an_invalid_query_for_every_format(fmt):
     assert not isinstance(info.value, DecodeError)
 
 
+def test_png_claiming_a_giant_size_is_a_decode_error():
+    # hostile bytes: Pillow refuses the size with its own DecompressionBombError (not an OSError),
+    # which must come out as a DecodeError like every other unreadable file
+    import struct
+    import zlib
+
+    from mastcut_dask.exceptions import DecodeError
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    with pytest.raises(DecodeError, match="pixels"):
+        image_to_xarray(png)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nx=st.integers(1, 23), ny=st.integers(1, 23))
 def test_property_zcut_shapes_including_1xn(nx, ny):
