@@ -926,10 +926,13 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
 
 
 def _normalise_out(out: str) -> str:
-    # Workers may run elsewhere: a relative local path is made absolute on the client.
-    if "://" in out:
-        return out.rstrip("/")
-    path = os.path.abspath(os.path.expanduser(out))
+    # Workers may run elsewhere: a relative local path is made absolute on the client
+    # (file:// URLs become plain paths).
+    from .store import resolve_out
+
+    path = resolve_out(out)
+    if "://" in path or "::" in path:
+        return path.rstrip("/")
     # A local OUT that cannot be a folder would otherwise only fail at the first manifest row,
     # deep inside the run: refuse it here, before anything is sent.
     parent = path

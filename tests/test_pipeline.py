@@ -286,6 +286,8 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file), base_url=emu.url)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file / "run"), base_url=emu.url)
+    with pytest.raises(mc.InvalidQueryError, match="not a folder"):
+        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=f"file://{a_file}", base_url=emu.url)
     assert emu.request_log() == []
 
 
