@@ -364,7 +364,8 @@ def _unreadable_as_decode_error(name: str):
         yield
     except MastcutError:  # already one of ours (DecodeError, InvalidQueryError, ...)
         raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, fits.VerifyError) as err:
+    except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
+            fits.VerifyError) as err:  # OverflowError: header sizes beyond a C ssize_t
         raise DecodeError(f"{name or 'input'}: unreadable or truncated file ({type(err).__name__}: {err})") from err
 
 

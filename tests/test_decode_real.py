@@ -321,6 +321,15 @@ def test_truncated_files_raise_decode_error(real, cut):
         tpf_to_xarray(raw)
 
 
+def test_table_size_beyond_any_file_is_a_decode_error(real):
+    # astropy seeks past a data size that does not fit in a C ssize_t: OverflowError, not OSError
+    raw = bytearray(real["asteroid"].read_bytes())
+    card = raw.index(b"NAXIS2  = ", raw.index(b"XTENSION= 'BINTABLE'"))
+    raw[card:card + 80] = b"NAXIS2  = 99999999999999999999".ljust(80)
+    with pytest.raises(DecodeError, match="OverflowError"):
+        tpf_to_xarray(bytes(raw))
+
+
 def test_truncated_image_raises_decode_error(real):
     with pytest.raises(DecodeError):
         image_to_xarray(real["jpgs"][0].read_bytes()[:200])
