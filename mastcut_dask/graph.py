@@ -898,6 +898,10 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         raise InvalidQueryError("survey= applies to service='zcut' only.")
     if lightcurve and service != "tesscut":
         raise InvalidQueryError("light curves need TESS target pixel files: use service='tesscut'.")
+    for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        # A LocalCluster without workers or threads would leave the run waiting for ever.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidQueryError(f"{label} must be a positive whole number, got {value!r}.")
     throttle_options = ThrottleOptions(max_concurrency=max_concurrency, max_rate=max_rate)
     from .throttle import ClusterThrottle
 

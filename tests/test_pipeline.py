@@ -279,6 +279,10 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], service="hapcut", sector=3, out=str(tmp_path))
     with pytest.raises(mc.InvalidQueryError):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), base_url="ftp://mast.example")
+    for bad in ({"n_workers": -1}, {"n_workers": 0}, {"threads_per_worker": 0}, {"n_workers": 1.5}):
+        # A LocalCluster without workers would wait for ever.
+        with pytest.raises(mc.InvalidQueryError):
+            mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path), **bad)
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
     emu.reset_stats()
