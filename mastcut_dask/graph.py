@@ -12,9 +12,9 @@ sectors or surveys discovered, so the graph grows as results arrive:
   request) that writes the FITS files as delivered, then per FITS file one decode task and one
   store task (zarr group); with light curves, one photometry task per target at the end.
 
-Keys are tokenised from the request (never from the clock), so the same request twice is one
-task. Network tasks (resolve, discover, fetch) take a lease from the cluster-wide
-`~mastcut_dask.throttle.ClusterThrottle` only while bytes move, and run *seceded* from the
+Keys are tokenised from the request (never from the clock) and the run, so the same request
+twice in a run is one task, and no run reuses an earlier run's result. Network tasks (resolve,
+discover, fetch) take a lease from the cluster-wide `~mastcut_dask.throttle.ClusterThrottle` only while bytes move, and run *seceded* from the
 worker's thread pool, so waiting for a lease never keeps decode and store tasks from running;
 the driver keeps a bounded window of network tasks submitted, so workers never hold
 whole-run state. The manifest is written by the client as each outcome arrives.
@@ -33,6 +33,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -422,6 +423,10 @@ class _Driver:
         self.states: dict[str, _TargetState] = {}
         self.waiting: dict[str, list] = {}
         self.progress = _Progress(run.progress)
+        # Part of every task key: within a run the same request is one task, but a key from an
+        # earlier run (whose result the cluster may still hold) must never stand for a new
+        # request, or a rerun (retry_failed, a refetch) would get the old answer unasked.
+        self.run_id = uuid.uuid4().hex
         self.throttle = _throttle(self.settings)  # only asked for the progress bar's in-flight count
 
     # -- outcomes
@@ -459,14 +464,14 @@ class _Driver:
             kind, payload = self.queue.popleft()
             if kind == "resolve":
                 self._submit("resolve", resolve_batch, payload, self.settings,
-                             key=f"mastcut-resolve-{_token(payload, self.settings.service_options)}",
+                             key=f"mastcut-resolve-{_token(self.run_id, payload, self.settings.service_options)}",
                              ctx=payload, network=True)
             elif kind == "discover":
                 self._submit("discover", discover, payload, self.settings,
-                             key=f"mastcut-discover-{_token(payload, self.settings)}", ctx=payload, network=True)
+                             key=f"mastcut-discover-{_token(self.run_id, payload, self.settings)}", ctx=payload, network=True)
             else:
                 request = payload
-                key = f"mastcut-fetch-{_token(request.target, request.sector, request.survey, self.settings)}"
+                key = f"mastcut-fetch-{_token(self.run_id, request.target, request.sector, request.survey, self.settings)}"
                 self._submit("fetch", fetch, request, self.settings, key=key, ctx=request, network=True)
         self.progress.poll(self.net_in_flight, self.throttle.in_flight)
 
@@ -531,7 +536,7 @@ class _Driver:
         aperture = None if self.run.lightcurve is True else self.run.lightcurve
         state.outstanding += 1
         self._submit("lightcurve", lightcurve, target_id, groups, self.settings, aperture,
-                     key=f"mastcut-lightcurve-{_token(target_id, groups, aperture, self.settings)}", ctx=target_id)
+                     key=f"mastcut-lightcurve-{_token(self.run_id, target_id, groups, aperture, self.settings)}", ctx=target_id)
 
     def _resume_hit(self, request: FetchRequest) -> list:
         """The verified manifest rows that make this request unnecessary, or []."""
@@ -635,10 +640,10 @@ class _Driver:
         for stored in result.files:
             state.outstanding += 1
             decoded = self.client.submit(_guarded, decode, stored.fits_path, self.settings, pure=True,
-                                         key=f"mastcut-decode-{_token(stored, self.settings)}")
+                                         key=f"mastcut-decode-{_token(self.run_id, stored, self.settings)}")
             # The store task holds the decoded dataset; releasing both frees worker memory.
             self._submit("store", _store_decoded, decoded, tid, stored.product, self.settings,
-                         key=f"mastcut-store-{_token(stored, tid, self.settings)}", ctx=(tid, stored))
+                         key=f"mastcut-store-{_token(self.run_id, stored, tid, self.settings)}", ctx=(tid, stored))
         self._finish(tid)
 
     def _on_store(self, ctx, result, error) -> None:

@@ -325,3 +325,29 @@ def test_a_corrected_row_is_fetched_on_the_next_run(emu, client, tmp_path):
     assert list(first["status"]) == ["invalid"]
     fixed = mc.fetch_cutouts([{"id": "typo", "ra": position[0], "dec": position[1]}], **kwargs).compute()
     assert {r["product"] for r in fixed if r["status"] == "done"} == _products(sectors_at(*position))
+
+
+def _task_keys(prefix: str, dask_scheduler=None) -> list:
+    return [k for k in dask_scheduler.tasks if str(k).startswith(prefix)]
+
+
+def test_a_rerun_never_reuses_an_earlier_runs_task_result(emu, client, tmp_path):
+    """Task keys are tokenised from the request: while an earlier run's result for the same key
+    is still held on the cluster, a rerun (here with retry_failed) must still ask the service."""
+    targets = [{"id": "gap", "ra": UNCOVERED[0], "dec": UNCOVERED[1]}]
+    kwargs = dict(out=str(tmp_path / "k"), base_url=emu.url, resolver_url=emu.resolver_url, max_concurrency=3,
+                  max_rate=0, client=client, progress=False)
+    budget = ClusterThrottle(ThrottleOptions(max_concurrency=3, max_rate=0))
+    with budget.lease(), budget.lease(), budget.lease():  # the discovery task waits for a lease...
+        run = mc.fetch_cutouts(targets, **kwargs).persist()
+        deadline = time.monotonic() + 60
+        while not (keys := client.run_on_scheduler(_task_keys, "mastcut-discover-")):
+            if time.monotonic() > deadline:
+                pytest.fail("no discovery task was submitted")
+            time.sleep(0.05)
+        held = [distributed.Future(k, client=client) for k in keys]  # ...and its result stays held
+    assert list(run.compute()["status"]) == ["no_coverage"]
+    emu.reset_stats()
+    mc.fetch_cutouts(targets, retry_failed=True, **kwargs).compute()
+    assert [e["path"].rsplit("/", 1)[-1] for e in emu.request_log()] == ["sector"]
+    del held
