@@ -14,8 +14,8 @@ sectors or surveys discovered, so the graph grows as results arrive:
 
 Keys are tokenised from the request (never from the clock) and the run, so the same request
 twice in a run is one task, and no run reuses an earlier run's result. Network tasks (resolve,
-discover, fetch) take a lease from the cluster-wide `~mastcut_dask.throttle.ClusterThrottle` only while bytes move, and run *seceded* from the
-worker's thread pool, so waiting for a lease never keeps decode and store tasks from running;
+discover, fetch) take a lease from the cluster-wide `~mastcut_dask.throttle.ClusterThrottle`
+only while bytes move, and run *seceded* from the worker's thread pool, so waiting for a lease never keeps decode and store tasks from running;
 the driver keeps a bounded window of network tasks submitted, so workers never hold
 whole-run state. The manifest is written by the client as each outcome arrives.
 
