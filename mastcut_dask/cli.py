@@ -163,23 +163,6 @@ def _client_target(args) -> dict:
     return target
 
 
-def _client_size(text: str):
-    """'10' → 10; '10,20' → (10, 20); '2 arcmin' → a Quantity."""
-    parts = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        values = [float(t) for t in parts]
-    except ValueError:
-        from astropy import units as u
-
-        try:
-            return u.Quantity(text)
-        except (TypeError, ValueError):
-            raise MastcutError(f"--size {text!r}: give pixels ('10'), ny,nx ('10,20') or an angle ('2 arcmin')") \
-                from None
-    values = [int(v) if v.is_integer() else v for v in values]
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def _client_radius(text: str):
     try:
         return float(text)
@@ -222,7 +205,7 @@ def _run_surveys(args) -> int:
 def _run_cutout(args) -> int:
     import warnings
 
-    size = _client_size(args.size)
+    size = _cli_size(args.size)
     inflate = not args.no_inflate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -299,7 +282,7 @@ def _add_pipeline_commands(sub) -> None:
 
 
 def _cli_size(text: str):
-    """'10' → 10, '10,20' → (10, 20), '30 arcsec' → a Quantity."""
+    """``--size`` of every command: '10' → 10, '10,20' or '10x20' → (10, 20), '30 arcsec' → a Quantity."""
     text = text.strip()
     parts = [t for t in text.replace("x", ",").split(",") if t.strip()]
     try:
