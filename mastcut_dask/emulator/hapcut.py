@@ -46,8 +46,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import BadRequest
-from .imagecut import (Band, PixelSources, SourceList, TanGrid, card, check_area, fits_file,
+from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, card, check_area, fits_file,
                        parse_units, pixel_noise, point_in_polygon, polygon_mask, render_window,
                        positive_size, size_to_pixels, stable_seed, tan_project)
 
@@ -377,12 +376,7 @@ def hapcut_cutout_files(ra, dec, x, y, units, *, seed=0) -> list[tuple[str, byte
     BadRequest
         Bad position, units or size (non-finite, <= 0, more than 10,000 pixels).
     """
-    try:
-        ra_f, dec_f = float(ra), float(dec)
-    except (TypeError, ValueError):
-        raise BadRequest(f"ra and dec must be numbers, not {ra!r}, {dec!r}") from None
-    if not (math.isfinite(ra_f) and math.isfinite(dec_f)) or abs(dec_f) > 90.0:
-        raise BadRequest(f"invalid position ra={ra!r}, dec={dec!r}")
+    ra_f, dec_f = parse_position(ra, dec)
     unit = parse_units(units)
     positive_size("x", x)
     positive_size("y", y)

@@ -221,6 +221,17 @@ def distance_to_polygon(vertices: np.ndarray, x: float, y: float) -> float:
 # Sizes and image parameters (untrusted wire values)
 # --------------------------------------------------------------------------------------------
 
+def parse_position(ra, dec) -> tuple[float, float]:
+    """``(ra, dec)`` as floats from wire values; not numbers, not finite or |dec| > 90 → BadRequest."""
+    try:
+        ra_f, dec_f = float(ra), float(dec)
+    except (TypeError, ValueError):
+        raise BadRequest(f"ra and dec must be numbers, not {ra!r}, {dec!r}") from None
+    if not (math.isfinite(ra_f) and math.isfinite(dec_f)) or abs(dec_f) > 90.0:
+        raise BadRequest(f"invalid position ra={ra!r}, dec={dec!r}")
+    return ra_f, dec_f
+
+
 def parse_units(units) -> str:
     """``"px"`` or ``"d"``; anything else is a :class:`BadRequest`."""
     text = "px" if units is None else str(units).strip().lower()

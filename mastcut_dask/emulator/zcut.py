@@ -60,7 +60,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import BadRequest
-from .imagecut import (IMAGE_FORMATS, Band, PixelSources, SourceList, TanGrid, card, check_area,
+from .imagecut import (parse_position, IMAGE_FORMATS, Band, PixelSources, SourceList, TanGrid, card, check_area,
                        distance_to_polygon, encode_image, fits_file, parse_image_params,
                        parse_units, polygon_mask, positive_size, render_window, size_label,
                        size_to_pixels, stable_seed, tan_project)
@@ -226,12 +226,7 @@ def zcut_survey_names() -> list[str]:
 
 
 def _position(ra, dec) -> tuple[float, float]:
-    try:
-        ra_f, dec_f = float(ra), float(dec)
-    except (TypeError, ValueError):
-        raise BadRequest(f"ra and dec must be numbers, not {ra!r}, {dec!r}") from None
-    if not (math.isfinite(ra_f) and math.isfinite(dec_f)) or abs(dec_f) > 90.0:
-        raise BadRequest(f"invalid position ra={ra!r}, dec={dec!r}")
+    ra_f, dec_f = parse_position(ra, dec)
     return ra_f % 360.0, dec_f
 
 
