@@ -2,11 +2,17 @@
 
 `perform` sends one logical request and tries it up to ``1 + options.max_retries`` times:
 
-* every try has a connect and a read timeout and runs under ``throttle.lease()``, which is
-  held while bytes move and released before any backoff sleep;
-* 429/502/503/504 answers, connection errors, resets, timeouts and truncated bodies are
-  retried after ``uniform(0, min(cap, base * 2**n))`` seconds (full jitter); a ``Retry-After``
-  header wins when it asks for longer (bounded by the cap);
+* every try has a connect and a read timeout, and a total deadline
+  (``options.request_timeout``) that also holds while the body streams: a server that drips a
+  byte now and then, each within the read timeout, cannot keep a try (and its lease) for ever.
+  Each try runs under ``throttle.lease()``, which is held while bytes move and released before
+  any backoff sleep;
+* 429/502/503/504 answers, connection errors, resets, timeouts (including the deadline) and
+  truncated bodies are retried after ``uniform(0, min(cap, base * 2**n))`` seconds (full
+  jitter). A ``Retry-After`` header wins when it asks for longer, even beyond the cap (the cap
+  bounds our own guesses, not the server's request); one asking for more than
+  ``options.max_retry_after`` ends the request at once with `ServiceUnavailableError` instead
+  of sleeping that long or, worse, coming back early to a server that asked us to stay away;
 * a ``validate`` callback may reject a complete body with `UnexpectedResponseError` (an HTML
   page, a corrupt zip), which is retried too;
 * 400 and 422 answers are the caller's fault: `InvalidQueryError` with the server's words, at once;
@@ -24,6 +30,7 @@ import email.utils
 import logging
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -147,13 +154,15 @@ def backoff_delay(attempt: int, options: ServiceOptions, retry_after: float | No
                   rng: random.Random | None = None) -> float:
     """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 0).
 
-    Full jitter, ``uniform(0, min(cap, base * 2**attempt))``; a ``Retry-After`` wins when it
-    asks for longer, but never beyond ``backoff_cap``.
+    Full jitter, ``uniform(0, min(cap, base * 2**attempt))``. A ``Retry-After`` wins when it
+    asks for longer, also beyond ``backoff_cap``: the cap bounds the delays we choose, and
+    waiting less than the server asked for would only earn another refusal. It is bounded by
+    ``max_retry_after``; `perform` does not retry at all when the server asks for more.
     """
     ceiling = min(options.backoff_cap, options.backoff_base * (2 ** attempt))
     delay = (rng or random).uniform(0.0, max(ceiling, 0.0))
     if retry_after is not None and retry_after > delay:
-        delay = min(retry_after, options.backoff_cap)
+        delay = min(retry_after, options.max_retry_after)
     return max(delay, 0.0)
 
 
@@ -201,10 +210,71 @@ def _server_words(resp: requests.Response) -> str:
     return " ".join(text.split())[:300]
 
 
+# ---- the deadline of one try -----------------------------------------------------------------
+class _Deadline:
+    """Cuts a response's connection when its try runs out of time.
+
+    ``read_timeout`` bounds each socket read only, and a single ``iter_content`` chunk is many
+    reads: a server dripping a byte every few seconds never trips it. A timer that shuts the
+    socket down at the deadline wakes a read blocked anywhere in the body; ``fired`` tells the
+    reader that the error (or the early end of a body without Content-Length) it then sees is
+    the deadline.
+    """
+
+    def __init__(self, resp: requests.Response, deadline: float):
+        self.deadline = deadline
+        self.fired = False
+        self._armed = True
+        self._lock = threading.Lock()
+        self._sock = _socket_of(resp)
+        self._timer: threading.Timer | None = None
+        if self._sock is not None:
+            self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:  # the body was read in time: leave the connection alone
+                return
+            self.fired = True
+            try:
+                # socket.socket's own shutdown, also on an SSLSocket: the reading thread still
+                # uses its SSL object, which SSLSocket.shutdown would drop under its feet.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def passed(self) -> bool:
+        """True once the deadline is over (also where no socket could be found to cut)."""
+        return self.fired or time.monotonic() >= self.deadline
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response (urllib3 keeps its connection until the body is read)."""
+    conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _too_slow(options: ServiceOptions, n_bytes: int) -> str:
+    return (f"timed out: the try took longer than request_timeout={options.request_timeout:g}s "
+            f"(slow reply, {n_bytes} bytes received)")
+
+
 # ---- one try -------------------------------------------------------------------------------
 def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: Any, headers: Mapping[str, str],
              options: ServiceOptions, dest_dir: str | None, tmp_prefix: str,
              max_body: int) -> HttpResult:
+    # The deadline counts from the start of the try; before the headers arrive, the connect and
+    # read timeouts bound the wait, and from then on the deadline's timer does.
+    deadline = time.monotonic() + options.request_timeout
     session = get_session()
     try:
         resp = session.request(method, url, params=params, data=data, json=json_body, headers=dict(headers),
@@ -238,20 +308,25 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
                 f"{full_url} announces {expected_n} bytes, more than the {max_body} allowed",
                 url=full_url, status=status))
         result = HttpResult(url=full_url, status=status, headers={k.lower(): v for k, v in resp.headers.items()})
+        clock = _Deadline(resp, deadline)
+        n = 0
         try:
+            if clock.passed():
+                raise _Retryable(_too_slow(options, 0), status=status)
             if dest_dir is None:
                 buf = bytearray()
                 for chunk in resp.iter_content(_CHUNK):
                     buf += chunk
-                    if len(buf) > max_body:
+                    n = len(buf)
+                    if n > max_body:
                         raise _Fatal(UnexpectedResponseError(f"{full_url} sent more than {max_body} bytes",
                                                              url=full_url, status=status))
+                    if clock.passed():
+                        raise _Retryable(_too_slow(options, n), status=status)
                 result.content = bytes(buf)
-                result.n_bytes = len(buf)
             else:
                 fd, tmp = tempfile.mkstemp(prefix=f".{tmp_prefix}", suffix=".part", dir=dest_dir)
                 result.path = tmp
-                n = 0
                 with os.fdopen(fd, "wb") as out:
                     for chunk in resp.iter_content(_CHUNK):
                         n += len(chunk)
@@ -259,14 +334,27 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
                             raise _Fatal(UnexpectedResponseError(f"{full_url} sent more than {max_body} bytes",
                                                                  url=full_url, status=status))
                         out.write(chunk)
-                result.n_bytes = n
+                        if clock.passed():
+                            raise _Retryable(_too_slow(options, n), status=status)
+            result.n_bytes = n
+            clock.disarm()
+            if clock.fired:
+                # Cut at the deadline: a body without Content-Length would look complete.
+                raise _Retryable(_too_slow(options, n), status=status)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as err:
+            clock.disarm()
             _discard(result)
-            raise _Retryable(f"body interrupted after {result.n_bytes} bytes ({_describe(err)})", status=status) \
+            if clock.fired:
+                raise _Retryable(_too_slow(options, n), status=status) from None
+            raise _Retryable(f"body interrupted after {n} bytes ({_describe(err)})", status=status) \
                 from None
-        except BaseException:
+        except BaseException as err:
+            clock.disarm()
             _discard(result)
+            if clock.fired and isinstance(err, Exception) and not isinstance(err, _Fatal):
+                # Whatever a cut connection surfaced as, it was the deadline.
+                raise _Retryable(_too_slow(options, n), status=status) from None
             raise
         # Content-Length counts the bytes on the wire: with a Content-Encoding (gzip) the decoded
         # body is longer, so compare what urllib3 pulled off the socket, not what we kept.
@@ -302,8 +390,19 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
             headers: Mapping[str, str] | None = None, dest_dir: str | None = None,
             final_name: str | None = None, tmp_prefix: str = "download",
             validate: Callable[[HttpResult], None] | None = None,
-            max_body: int | None = None) -> HttpResult:
+            max_body: int | None = None, sleep: Callable[[float], None] = time.sleep) -> HttpResult:
     """Send a request with timeouts, throttling and bounded retries.
+
+    Each try is bounded by ``options.connect_timeout`` and ``options.read_timeout`` (per
+    socket read) and by ``options.request_timeout`` in all: a reply still streaming at that
+    deadline is cut and counts as a timeout, to be retried like one (its throttle lease is
+    given back at once).
+
+    Between tries the client waits as `backoff_delay` says. A ``Retry-After`` (seconds or an
+    HTTP date) on a 429/502/503/504 is honoured even beyond ``options.backoff_cap``, up to
+    ``options.max_retry_after``; a server asking for longer than that is not retried at all:
+    `ServiceUnavailableError` says how long it asked for, so the caller can come back later
+    rather than have a worker sleep for hours or retry early against the server's wish.
 
     Parameters
     ----------
@@ -335,6 +434,8 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
         try fail and be retried. Other exceptions propagate at once.
     max_body : int, optional
         Refuse bodies larger than this (default: ``options.max_archive_bytes``).
+    sleep : callable
+        Waits between tries (default `time.sleep`); a test may record the delays instead.
 
     Returns
     -------
@@ -343,7 +444,8 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
     Raises
     ------
     ServiceUnavailableError
-        429/502/503/504, connection errors, timeouts or truncated bodies on every try.
+        429/502/503/504, connection errors, timeouts (per read or ``request_timeout``) or
+        truncated bodies on every try; or a ``Retry-After`` longer than ``max_retry_after``.
     UnexpectedResponseError
         ``validate`` rejected the body on every try (or the body was too large).
     InvalidQueryError
@@ -365,10 +467,15 @@ def perform(method: str, url: str, *, options: ServiceOptions, throttle: Throttl
     last = _Retryable("no try was made")
     for attempt in range(tries):
         if attempt:
+            if last.retry_after is not None and last.retry_after > options.max_retry_after:
+                raise ServiceUnavailableError(
+                    f"{method} {shown_url} failed ({last.reason}) and the service asked to be left alone for "
+                    f"{last.retry_after:.0f}s (Retry-After), more than max_retry_after={options.max_retry_after:g}s; "
+                    f"not retried: try again later", url=shown_url, status=last.status, attempts=attempt)
             delay = backoff_delay(attempt - 1, options, last.retry_after)
             log.info("retrying %s %s in %.2fs (try %d of %d): %s", method, shown_url, delay, attempt + 1, tries,
                      last.reason)
-            time.sleep(delay)  # outside the lease: a waiting client holds no slot
+            sleep(delay)  # outside the lease: a waiting client holds no slot
         result: HttpResult | None = None
         try:
             with throttle.lease():

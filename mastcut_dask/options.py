@@ -6,8 +6,12 @@ inside these objects.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
+
+from .exceptions import InvalidQueryError
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -20,6 +24,10 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://mast.stsci.edu"
 DEFAULT_RESOLVER_URL = "http://mastresolver.stsci.edu/Santa-war/query"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real)
 
 
 def resolve_base_url(base_url: str | None = None) -> str:
@@ -44,12 +52,22 @@ class ServiceOptions:
         The SANTA name resolver's query URL.
     connect_timeout, read_timeout : float
         Seconds to wait for a connection, and between bytes of a response.
+    request_timeout : float
+        Seconds one try may take in all, body included (default 600, astroquery's
+        ``conf.timeout``). ``read_timeout`` alone lets a server that drips a byte now and then
+        hold a request, and its throttle lease, for ever; past this deadline the try is cut and
+        retried as a timeout. Keep it below `ThrottleOptions.lease_timeout` (900 s), or a lease
+        could be reclaimed while its request still runs.
     max_retries : int
         Retries after the first try for 429/503/504, connection errors, timeouts and
         truncated or garbled bodies.
     backoff_base, backoff_cap : float
         Exponential backoff: ``min(cap, base * 2**attempt)`` seconds, with full jitter;
-        a ``Retry-After`` header wins when it asks for longer.
+        a ``Retry-After`` header wins when it asks for longer, even beyond the cap.
+    max_retry_after : float
+        Longest ``Retry-After`` honoured (default 120 s). A server asking for longer is not
+        retried: the request fails with `~mastcut_dask.exceptions.ServiceUnavailableError`
+        at once rather than sleeping for hours or coming back before it was asked to.
     max_archive_bytes, max_archive_members, max_compression_ratio
         Bounds on what an archive from the server may unpack to.
     """
@@ -58,12 +76,27 @@ class ServiceOptions:
     resolver_url: str = DEFAULT_RESOLVER_URL
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    request_timeout: float = 600.0
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    max_retry_after: float = 120.0
     max_archive_bytes: int = 4 * 1024**3
     max_archive_members: int = 10_000
     max_compression_ratio: float = 1000.0
+
+    def __post_init__(self) -> None:
+        # Checked here, on the client, so that a bad value fails before any task is built.
+        if isinstance(self.request_timeout, bool) or not (_is_number(self.request_timeout)
+                                                          and math.isfinite(self.request_timeout)
+                                                          and self.request_timeout > 0):
+            raise InvalidQueryError(f"request_timeout must be a positive number of seconds, got "
+                                    f"{self.request_timeout!r}.")
+        if isinstance(self.max_retry_after, bool) or not (_is_number(self.max_retry_after)
+                                                          and math.isfinite(self.max_retry_after)
+                                                          and self.max_retry_after >= 0):
+            raise InvalidQueryError(f"max_retry_after must be a number of seconds >= 0, got "
+                                    f"{self.max_retry_after!r}.")
 
     @classmethod
     def from_user(cls, base_url: str | None = None, resolver_url: str | None = None, **kwargs) -> "ServiceOptions":

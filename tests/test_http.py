@@ -222,7 +222,10 @@ def test_backoff_delay_is_capped_full_jitter():
     assert min(delays) >= 0 and max(delays) <= 4.0
     assert max(backoff_delay(0, opts, rng=rng) for _ in range(50)) <= 0.5
     assert backoff_delay(0, opts, retry_after=3.0, rng=rng) == 3.0     # Retry-After wins when longer
-    assert backoff_delay(0, opts, retry_after=60.0, rng=rng) == 4.0    # ...but never beyond the cap
+    # ...also beyond the cap, which bounds our own guesses, not what the server asked for...
+    assert backoff_delay(0, opts, retry_after=60.0, rng=rng) == 60.0
+    # ...up to max_retry_after (perform does not even retry beyond it)
+    assert backoff_delay(0, opts, retry_after=500.0, rng=rng) == opts.max_retry_after == 120.0
 
 
 def test_malformed_url_is_the_callers_mistake_not_retried():
@@ -284,3 +287,126 @@ def test_non_ascii_digit_content_length_does_not_escape_as_valueerror():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- Retry-After beyond the backoff cap --------------------------------------------------------
+def test_retry_after_longer_than_the_cap_is_honoured_not_cut_to_the_cap():
+    # Waiting only backoff_cap when the server asked for longer hammers a server that asked us
+    # to wait. The sleep is recorded, not slept.
+    slept: list[float] = []
+    with MastEmulator(faults={"503": 0.5}, retry_after=7, seed=5) as emu:
+        opts = fast(emu, backoff_cap=0.05, max_retries=20)
+        for _ in range(4):
+            result = perform("POST", endpoint_url(emu.url, "tesscut", "sector"), options=opts,
+                             data=[("ra", "135.1408"), ("dec", "-5.1915")], sleep=slept.append)
+            assert result.status == 200
+        n_503 = emu.stats()["status_counts"].get(503, 0)
+    assert n_503 > 0 and len(slept) == n_503
+    assert slept == [7.0] * n_503
+
+
+def test_retry_after_beyond_max_retry_after_fails_at_once_with_a_clear_error():
+    slept: list[float] = []
+    with MastEmulator(faults={"503": 1.0}, retry_after=3600) as emu:
+        opts = fast(emu, max_retries=5, max_retry_after=120)
+        with pytest.raises(ServiceUnavailableError) as info:
+            perform("POST", endpoint_url(emu.url, "tesscut", "sector"), options=opts,
+                    data=[("ra", "135.1408"), ("dec", "-5.1915")], sleep=slept.append)
+        assert emu.stats()["requests"] == 1          # not retried: the server asked for an hour
+    assert slept == []
+    err = info.value
+    assert err.status == 503 and err.attempts == 1 and "/tesscut/api/v0.1/sector" in err.url
+    assert "3600s (Retry-After)" in str(err) and "max_retry_after=120s" in str(err) and "later" in str(err)
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    # Retry-After may be an HTTP date; 30 s ahead lands between the cap and max_retry_after.
+    import email.utils
+    import time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        hits = 0
+
+        def do_GET(self):  # noqa: N802
+            type(self).hits += 1
+            if type(self).hits == 1:
+                self.send_response(503)
+                self.send_header("Retry-After", email.utils.formatdate(time.time() + 30, usegmt=True))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b'{"results": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server, url = _serve(Handler)
+    slept: list[float] = []
+    try:
+        opts = ServiceOptions(backoff_base=0.0, backoff_cap=1.0, max_retries=2)
+        assert perform("GET", url, options=opts, sleep=slept.append).attempts == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(slept) == 1 and 20.0 < slept[0] <= 30.0
+
+
+# ---- the total deadline of one try ---------------------------------------------------------------
+DRIP_PARAMS = [("ra", "107.18696"), ("dec", "-70.50919"), ("x", "5"), ("y", "5"), ("units", "px"),
+               ("sector", "33")]
+
+
+@pytest.fixture(scope="module")
+def dripping():
+    """An emulator that sends each 64 KiB of a ~150 KB cutout zip two seconds apart: every socket
+    read gets bytes well within a 5 s read timeout, yet the reply takes about 4 s."""
+    with MastEmulator(max_cadences=200, bandwidth=32 * 1024) as emu:
+        yield emu
+
+
+def test_a_dripping_reply_passes_the_read_timeout(dripping):
+    # The control: without a tight deadline the slow reply is read in full, so the read timeout
+    # alone could never stop a server that drips for ever.
+    opts = fast(dripping, read_timeout=5.0, request_timeout=60.0, max_retries=0)
+    result = perform("GET", endpoint_url(dripping.url, "tesscut", "astrocut"), options=opts, params=DRIP_PARAMS)
+    assert result.attempts == 1 and result.n_bytes > 2 * 64 * 1024 and result.head(4) == b"PK\x03\x04"
+
+
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_request_timeout_cuts_a_dripping_reply_retries_and_frees_the_lease(dripping, tmp_path, to_disk):
+    throttle = LocalThrottle(max_concurrency=1)
+    before = len(dripping.request_log())
+    opts = fast(dripping, read_timeout=5.0, request_timeout=0.5, max_retries=1)
+    with pytest.raises(ServiceUnavailableError, match="request_timeout=0.5s") as info:
+        perform("GET", endpoint_url(dripping.url, "tesscut", "astrocut"), options=opts, params=DRIP_PARAMS,
+                throttle=throttle, dest_dir=str(tmp_path) if to_disk else None)
+    err = info.value
+    assert err.attempts == 2 and err.status == 200 and "timed out" in str(err)   # retried as a timeout
+    assert len(dripping.request_log()) - before == 2
+    assert throttle.in_flight == 0                    # each try gave its lease back
+    assert os.listdir(tmp_path) == []                 # no .part file left behind
+    # the single slot is free for the next request
+    quick = fast(dripping, max_retries=0)
+    assert query_sectors(quick, throttle=throttle, **POS)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), "600", True])
+def test_request_timeout_is_validated(bad):
+    with pytest.raises(InvalidQueryError, match="request_timeout"):
+        ServiceOptions(request_timeout=bad)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan"), "120", None])
+def test_max_retry_after_is_validated(bad):
+    with pytest.raises(InvalidQueryError, match="max_retry_after"):
+        ServiceOptions(max_retry_after=bad)
+
+
+def test_default_request_timeout_is_below_the_throttle_lease_timeout():
+    from mastcut_dask.options import ThrottleOptions
+
+    assert ServiceOptions().request_timeout < ThrottleOptions().lease_timeout
