@@ -118,7 +118,11 @@ def _json_validator(expected: str):
         body = result.content or b""
         sniff_bytes(body[:512], url=result.url)
         kind, obj = parse_json(body, url=result.url)
-        # A "msg" next to a "results" list (as HAPCut sends them) does not make a sector list a no-data reply.
+        # A sector reply may carry a "msg": next to its "results" list (as HAPCut sends them), or
+        # alone when MAST has nothing for the position. astroquery reads .get("results", []) and
+        # so takes the latter for "no sector"; it is an outcome, not a garbled reply to retry.
+        if expected == "results" and kind == "nodata" and obj.get("results") is None:
+            return
         if kind != expected and not (expected == "results" and isinstance(obj.get("results"), list)):
             raise UnexpectedResponseError(f"{result.url} sent a {kind!r} reply where {expected!r} was expected",
                                           url=result.url)
@@ -144,7 +148,9 @@ def query_sectors(options: ServiceOptions, *, ra: float | None = None, dec: floa
     Returns
     -------
     list of dict
-        ``{"sectorName": str, "sector": int, "camera": int, "ccd": int}`` in the service's order.
+        ``{"sectorName": str, "sector": int, "camera": int, "ccd": int}`` in the service's order;
+        empty when nothing covers the target, including a reply that only carries a ``msg``
+        (logged at INFO level; `TesscutClass.get_sectors` turns it into a `NoResultsWarning`).
     """
     if obj_id is not None:
         role, params = "mt_sector", moving_sector_params(obj_id, obj_type)
@@ -158,8 +164,13 @@ def query_sectors(options: ServiceOptions, *, ra: float | None = None, dec: floa
                          headers={"Accept": "application/json"}, validate=_json_validator("results"),
                          max_body=64 * 1024 * 1024)
     _, obj = parse_json(result.content or b"", url=result.url)
+    entries = obj.get("results")
+    if entries is None:
+        log.info("No TESS sector for %s: the service says %r", obj_id if obj_id is not None else f"({ra}, {dec})",
+                 obj.get("msg"))
+        return []
     rows = []
-    for entry in obj.get("results") or []:
+    for entry in entries:
         try:
             rows.append({"sectorName": str(entry["sectorName"]), "sector": int(entry["sector"]),
                          "camera": int(entry["camera"]), "ccd": int(entry["ccd"])})

@@ -270,3 +270,85 @@ def test_sector_reply_with_a_msg_next_to_its_results_is_accepted():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _json_server(reply: dict):
+    """A loopback server answering every POST with ``reply`` (a shape the emulator never sends)."""
+    import http.server
+    import json
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hits.append(self.path)
+            body = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}", hits
+
+
+MSG_ONLY = {"msg": "No data found for the given target."}
+
+
+def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch, caplog):
+    # MAST may answer a sector query with a "msg" and no "results" at all. astroquery 0.4.11 reads
+    # .get("results", []): an empty table and its "not in any TESS sector" warning. We retried it
+    # as an unexpected reply and raised UnexpectedResponseError.
+    from astroquery.exceptions import NoResultsWarning as AqNoResultsWarning
+    from astroquery.mast.cutouts import TesscutClass as AqTesscut
+    from astroquery.mast.services import ServiceAPI
+
+    from mastcut_dask.clients import query_sectors
+    from mastcut_dask.options import ServiceOptions
+
+    server, url, hits = _json_server(MSG_ONLY)
+    try:
+        opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
+        with caplog.at_level("INFO", logger="mastcut_dask.clients"):
+            assert query_sectors(opts, ra=1.0, dec=2.0) == []          # graph.discover: "no_coverage"
+        assert hits == ["/tesscut/api/v0.1/sector"]                       # an outcome: not retried
+        assert MSG_ONLY["msg"] in caplog.text
+
+        with pytest.warns(NoResultsWarning, match="^Coordinates are not in any TESS sector.$"):
+            ours = TesscutClass(base_url=url, max_retries=3, backoff_base=0.01).get_sectors(coordinates=C)
+        with pytest.warns(NoResultsWarning):
+            moving = TesscutClass(base_url=url, max_retries=3, backoff_base=0.01).get_sectors(
+                objectname="Ceres", moving_target=True)
+        assert hits[1:] == ["/tesscut/api/v0.1/sector", "/tesscut/api/v0.1/moving_target/sector"]
+
+        monkeypatch.setattr(ServiceAPI, "SERVICE_URL", url)   # astroquery's own server setting
+        with pytest.warns(AqNoResultsWarning, match="^Coordinates are not in any TESS sector.$"):
+            theirs = AqTesscut().get_sectors(coordinates=C)
+    finally:
+        server.shutdown()
+        server.server_close()
+    for table in (ours, moving):
+        assert table.colnames == theirs.colnames == ["sectorName", "sector", "camera", "ccd"]
+        assert [table[c].dtype for c in table.colnames] == [theirs[c].dtype for c in theirs.colnames]
+        assert len(table) == len(theirs) == 0
+
+
+def test_sector_reply_with_a_non_list_results_is_still_refused():
+    from mastcut_dask.clients import query_sectors
+    from mastcut_dask.options import ServiceOptions
+
+    server, url, hits = _json_server({"msg": "", "results": "tess-s0001-1-3"})
+    try:
+        opts = ServiceOptions(base_url=url, max_retries=1, backoff_base=0.01, backoff_cap=0.02)
+        with pytest.raises(UnexpectedResponseError):
+            query_sectors(opts, ra=1.0, dec=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(hits) == 2
