@@ -1,10 +1,13 @@
 """Object names and catalogue IDs → sky positions, through MAST's SANTA resolver.
 
 One GET per batch of at most 30 names (``outputFormat=json``, ``resolveAll``, optional
-``resolver``, repeated ``name``), as astroquery 0.4.11 sends it. Answers are matched to
-the input by their lower-cased ``searchString``; catalogue IDs ("TIC 307210830",
-"KIC ...", "EPIC ...") take the entry of their own catalogue (TIC, KEPLER, K2) rather than
-whatever resolver SANTA lists first. Results are cached per process and per resolver URL.
+``resolver``, repeated ``name``), as astroquery 0.4.11 sends it: ``resolveAll=True`` only
+when a ``resolver`` is named and the batch holds a catalogue ID (then without ``resolver``,
+so the catalogue's position can be compared with the resolver's), else ``resolveAll=False``
+with the ``resolver`` if one was named. Answers are matched to the input by their lower-cased
+``searchString``; catalogue IDs ("TIC 307210830", "KIC ...", "EPIC ...") take the entry of
+their own catalogue (TIC, KEPLER, K2) where SANTA lists one. Results are cached per process
+and per resolver URL.
 
 `resolve_names_detailed` never raises for a single bad name: it returns the failures next
 to the positions, so a pipeline can mark one target invalid and go on with the others.
@@ -129,8 +132,11 @@ def _pick(name: str, entries: list[dict], resolver: str | None, url: str) -> tup
 
 def _query(batch: list[str], resolver: str | None, options: ServiceOptions,
            throttle: Throttle | None) -> tuple[list[dict], str]:
-    # Catalogue IDs need every resolver's answer to find the catalogue's own entry.
-    resolve_all = any(_catalog_of(n) for n in batch)
+    # As astroquery 0.4.11 asks: every resolver's answer (resolveAll) only when a resolver is named
+    # and a catalogue ID is in the batch, so that the resolver's position can be checked against
+    # the catalogue's. Without a resolver SANTA's first answer for "TIC n" is the TIC entry itself;
+    # asking for all would only make the service query SIMBAD and NED for nothing.
+    resolve_all = bool(resolver) and any(_catalog_of(n) for n in batch)
     params: list[tuple[str, str]] = [("outputFormat", "json"), ("resolveAll", str(resolve_all))]
     if resolver and not resolve_all:
         params.append(("resolver", resolver))

@@ -121,3 +121,40 @@ def test_awkward_names_travel_intact(emulator, opts):
     assert positions == {} and set(errors) == set(names)
     sent = emulator.request_log()[n]["params"]["name"]
     assert sent == names            # encoded by requests, decoded by the server: nothing lost or split
+
+
+@pytest.mark.parametrize("names,resolver", [(["TIC 307210830"], None), (["TIC 307210830"], "SIMBAD"),
+                                            (["TIC 307210830"], "NED"), (["M1"], None), (["M1"], "NED"),
+                                            (["M1", "TIC 307210830"], None),
+                                            (["M1", "TIC 307210830"], "SIMBAD")])
+def test_resolver_parameters_are_those_astroquery_sends(emulator, opts, astroquery_on_emulator, names, resolver):
+    # astroquery 0.4.11 asks SANTA for every resolver (resolveAll=True) only when a resolver is
+    # named and a catalogue ID is among the names, to compare the two positions; a bare
+    # "TIC n" is sent with resolveAll=False and SANTA answers with its catalogue entry. We sent
+    # resolveAll=True for every TIC ID: more work for the service and a different request.
+    import warnings
+
+    def outcome(call):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                got = call()
+            except Exception as err:  # astroquery's ResolverError is not ours: compare name and text
+                got = (type(err).__name__, str(err))
+        return got, [str(w.message) for w in caught]
+
+    n = len(resolver_requests(emulator))
+    theirs, their_warnings = outcome(lambda: astroquery_on_emulator(names if len(names) > 1 else names[0],
+                                                                    resolver=resolver))
+    ours, our_warnings = outcome(lambda: resolve_names(names, opts, resolver=resolver))
+    sent = resolver_requests(emulator)[n:]
+    assert len(sent) == 2
+    assert sent[1]["params"] == sent[0]["params"]
+    assert our_warnings == their_warnings
+    if isinstance(theirs, tuple):
+        assert ours == theirs
+    else:
+        coords = {names[0]: theirs} if len(names) == 1 else theirs
+        assert set(ours) == set(coords)
+        for name, (ra, dec) in ours.items():
+            assert (ra, dec) == pytest.approx((coords[name].ra.deg, coords[name].dec.deg), abs=1e-12)
