@@ -125,3 +125,35 @@ def test_well_formed_but_unknown_survey_is_refused_by_the_service_once(emulator,
     with pytest.raises(InvalidQueryError, match="Unknown survey"):
         clients[1].get_cutouts(coordinates=SkyCoord(189.49206, 62.20615, unit="deg"), survey="no_such_survey")
     assert emulator.stats()["requests"] == before + 1
+
+
+@pytest.mark.parametrize("method", ["get_cutouts", "download_cutouts"])
+def test_tesscut_refuses_more_than_its_10000_pixels_before_any_request(emulator, clients, tmp_path, method):
+    # TESSCut's documented limit ("fewer than 10,000 pixels"); 100 x 100 is the largest allowed.
+    kw = dict(path=str(tmp_path)) if method == "download_cutouts" else {}
+    before = emulator.stats()["requests"]
+    for size in ([101, 100], [100, 101], 10_001 * u.pixel):
+        with pytest.raises(InvalidQueryError, match="limit of 10000 pixels"):
+            getattr(clients[0], method)(coordinates=C, size=size, sector=33, **kw)
+    assert emulator.stats()["requests"] == before
+
+
+ZCUT_FIELD = SkyCoord(189.49206, 62.20615, unit="deg")
+HAP_FIELD = SkyCoord(351.347812, 28.497808, unit="deg")
+
+
+@pytest.mark.parametrize("service,method", [("zcut", "get_cutouts"), ("zcut", "download_cutouts"),
+                                            ("hapcut", "get_cutouts"), ("hapcut", "download_cutouts")])
+def test_zcut_and_hapcut_sizes_are_not_held_to_tesscuts_limit(emulator, clients, tmp_path, service, method):
+    # No ZCut or HAPCut limit is documented (mast-api.md), and their pixels are 30-60 mas, not
+    # TESS's 21": TESSCut's 10,000 pixels is not theirs, so the request goes to the service,
+    # whose answer decides. (The emulator happens to refuse more than 10,000 with a 400, which
+    # is raised at once, as the server's words, and not retried.)
+    client = clients[1] if service == "zcut" else clients[2]
+    coord = ZCUT_FIELD if service == "zcut" else HAP_FIELD
+    kw = dict(path=str(tmp_path)) if method == "download_cutouts" else {}
+    sent = len(emulator.request_log())
+    with pytest.raises(InvalidQueryError, match=r"The service refused the request \(400\)"):
+        getattr(client, method)(coordinates=coord, size=[101, 100], **kw)
+    log = emulator.request_log()[sent:]
+    assert [e["status"] for e in log] == [400] and f"/{service}/api/v0.1/astrocut" in log[0]["path"]
