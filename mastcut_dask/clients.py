@@ -535,7 +535,8 @@ class TesscutClass(_CutoutClient):
         Use this throttle instead (e.g. a cluster-wide one).
     options : ServiceOptions, optional
         Base options; other keyword arguments (``backoff_base=``, ``backoff_cap=``,
-        ``connect_timeout=``, ``read_timeout=``, archive bounds) override its fields.
+        ``connect_timeout=``, ``read_timeout=``, ``request_timeout=`` (a try's total time,
+        default 600 s), ``max_retry_after=``, archive bounds) override its fields.
     """
 
     _service = "tesscut"

@@ -386,6 +386,9 @@ def test_request_timeout_cuts_a_dripping_reply_retries_and_frees_the_lease(dripp
                 throttle=throttle, dest_dir=str(tmp_path) if to_disk else None)
     err = info.value
     assert err.attempts == 2 and err.status == 200 and "timed out" in str(err)   # retried as a timeout
+    # Cut while blocked inside the read of the second 64 KiB (which comes 2 s after the first),
+    # not merely noticed once that read returned: the deadline wakes a blocked read.
+    assert "(slow reply, 65536 bytes received)" in str(err)
     assert len(dripping.request_log()) - before == 2
     assert throttle.in_flight == 0                    # each try gave its lease back
     assert os.listdir(tmp_path) == []                 # no .part file left behind
