@@ -9,13 +9,16 @@ sectors or surveys discovered, so the graph grows as results arrive:
 * each target without a named sector/survey → one discovery task (TESSCut sectors or ZCut
   surveys; HAPCut has none);
 * each (target, product) → one fetch task (one TESS sector, one ZCut survey, one HAPCut
-  request) that writes the FITS files as delivered, then per FITS file one decode task and one
-  store task (zarr group); with light curves, one photometry task per target at the end.
+  request) that writes the FITS files as delivered and then, back in the worker's thread pool,
+  decodes each one and stores it as a zarr group (`fetch_and_store`: the three stages as one
+  task, so a cutout costs one scheduler round trip and its dataset never leaves the worker);
+  with light curves, one photometry task per target at the end.
 
 Keys are tokenised from the request (never from the clock) and the run, so the same request
 twice in a run is one task, and no run reuses an earlier run's result. Network tasks (resolve,
 discover, fetch) take a lease from the cluster-wide `~mastcut_dask.throttle.ClusterThrottle`
-only while bytes move, and run *seceded* from the worker's thread pool, so waiting for a lease never keeps decode and store tasks from running;
+only while bytes move, and wait and download *seceded* from the worker's thread pool, so
+waiting for a lease never keeps decode, store or photometry work from running;
 the driver keeps a bounded window of network tasks submitted, so workers never hold
 whole-run state. The manifest is written by the client as each outcome arrives.
 
@@ -106,13 +109,19 @@ class FetchRequest:
 
 @dataclass(frozen=True)
 class StoredFits:
-    """A FITS file a fetch task stored under ``OUT/fits``."""
+    """A FITS file a fetch task stored under ``OUT/fits``, and what became of its dataset.
+
+    ``zarr_group`` is set once the decoded dataset is stored; ``error`` says why decoding or
+    storing failed (the FITS file is kept either way).
+    """
 
     filename: str
     product: str
     fits_path: str
     n_bytes: int
     sha256: str
+    zarr_group: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,24 +133,29 @@ class FetchResult:
 
 
 # ---- stage functions (plain; run on workers, also usable without Dask) ---------------------
-@contextlib.contextmanager
-def _seceded() -> Any:
-    """Run the rest of a network task outside the worker's thread pool when inside a Dask task.
+def _secede() -> bool:
+    """Leave the worker's thread pool when inside a Dask task; True if this thread did.
 
     Network tasks spend their time waiting for a lease and for bytes; seceding hands their
-    thread slot to decode and store tasks meanwhile. The task does not ``rejoin``: rejoining
-    waits for a free slot, and a finished download waiting behind CPU work would hold back the
+    thread slot to CPU work meanwhile. Resolve and discovery tasks never rejoin: rejoining
+    waits for a free slot, and a small answer waiting behind CPU work would hold back the
     next requests. The seceded thread simply ends with the task.
     """
     try:
         from distributed import secede
         from distributed.worker import thread_state
-
-        in_task = getattr(thread_state, "execution_state", None) is not None
     except ImportError:  # pragma: no cover - distributed is a dependency
-        in_task = False
-    if in_task:
-        secede()
+        return False
+    if getattr(thread_state, "execution_state", None) is None:
+        return False  # called directly, not as a task
+    secede()
+    return True
+
+
+@contextlib.contextmanager
+def _seceded() -> Any:
+    """Run the block outside the worker's thread pool (see `_secede`), never rejoining."""
+    _secede()
     yield
 
 
@@ -204,6 +218,43 @@ def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
     The archive goes to a private temporary folder on the worker and is removed afterwards;
     the lease is held by the HTTP layer only while the bytes move.
     """
+    with _seceded():
+        return _download(request, settings)
+
+
+def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult:
+    """`fetch`, then `decode` and `store` each FITS file it brought: one task per request.
+
+    The download runs outside the worker's thread pool (waiting for a lease blocks no CPU
+    work); the task then rejoins the pool, so decoding and storing take a thread slot like
+    any CPU task, and a worker never decodes more cutouts at once than it has threads. One
+    task instead of three per product spares two scheduler round trips per cutout, and the
+    decoded dataset never leaves the worker that downloaded the file.
+
+    Returns
+    -------
+    FetchResult
+        Each file with its ``zarr_group``, or the ``error`` that kept it from being stored.
+    """
+    seceded = _secede()
+    fetched = _download(request, settings)
+    if seceded:
+        from distributed import rejoin
+
+        rejoin()
+    stored = []
+    for item in fetched.files:
+        try:
+            group = store(decode(item.fits_path, settings), request.target.target_id, item.product, settings)
+        except MastcutError as err:
+            log.info("%s: decode/store failed: %s", item.fits_path, err)
+            stored.append(dataclasses.replace(item, error=_describe_error(err)))
+        else:
+            stored.append(dataclasses.replace(item, zarr_group=group))
+    return dataclasses.replace(fetched, files=tuple(stored))
+
+
+def _download(request: FetchRequest, settings: RunSettings) -> FetchResult:
     from . import clients
     from .archive import NoData
     from .store import check_name, product_name, write_fits
@@ -215,7 +266,7 @@ def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
         CutoutRequest.for_target(settings.service, target),
         sector=request.sector, survey=request.survey,
         cutout_format="fits" if settings.service == "zcut" else None)
-    with _seceded(), tempfile.TemporaryDirectory(prefix="mastcut-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mastcut-") as tmp:
         got = clients.download_cutout_archive(settings.service_options, wire, tmp, throttle=_throttle(settings))
         if isinstance(got, NoData):
             return FetchResult(no_data=got.message or "no data")
@@ -322,12 +373,6 @@ def _guarded(fn: Callable, *args: Any) -> Any:
         return Failed(_describe_error(err))
 
 
-def _store_decoded(decoded: Any, target_id: str, product: str, settings: RunSettings) -> Any:
-    if isinstance(decoded, Failed):
-        return decoded
-    return _guarded(store, decoded, target_id, product, settings)
-
-
 # ---- the driver ----------------------------------------------------------------------------
 def _token(*parts: Any) -> str:
     from dask.base import tokenize
@@ -394,7 +439,7 @@ def _describe_error(err: BaseException) -> str:
 @dataclass
 class _TargetState:
     target: Any
-    outstanding: int = 0          # discovery, fetch and store tasks not yet answered
+    outstanding: int = 0          # discovery, fetch and light-curve tasks not yet answered
     groups: list[str] = field(default_factory=list)
     stored_now: bool = False      # a product was (re)written in this run
 
@@ -435,7 +480,11 @@ class _Driver:
         # An outcome already on record as is (e.g. an invalid row on a rerun) is not rewritten:
         # a rerun with nothing new changes no file.
         if write and self.manifest.get(*row.key) != row:
-            self.manifest.append(row)
+            self.manifest.append(row)  # a product row supersedes the target's target-level row
+        elif row.product:
+            # Resumed products supersede a stale target-level outcome (say, a discovery that
+            # failed in an earlier run while these products were already stored).
+            self.manifest.discard(row.target_id, row.service, "")
         self.progress.record(row.status)
 
     def _outcome(self, target_id: str, status: str, product: str = "", error: str = "", **kw) -> None:
@@ -472,7 +521,7 @@ class _Driver:
             else:
                 request = payload
                 key = f"mastcut-fetch-{_token(self.run_id, request.target, request.sector, request.survey, self.settings)}"
-                self._submit("fetch", fetch, request, self.settings, key=key, ctx=request, network=True)
+                self._submit("fetch", fetch_and_store, request, self.settings, key=key, ctx=request, network=True)
         self.progress.poll(self.net_in_flight, self.throttle.in_flight)
 
     # -- planning
@@ -525,13 +574,17 @@ class _Driver:
         """One piece of a target's work has ended; after the last, its light curve (if asked)."""
         state = self.states[target_id]
         state.outstanding -= 1
-        if state.outstanding or not self.run.lightcurve or not state.groups:
+        if state.outstanding or not _wants_lightcurve(self.run.lightcurve) or not state.groups:
             return
         from .store import is_complete_group, zarr_group
 
         if not state.stored_now and is_complete_group(self.settings.out, zarr_group(target_id, LIGHTCURVE_PRODUCT),
                                                       self.settings.storage):
-            return  # nothing new since the stored light curve was made
+            # Nothing new since the stored light curve was made: it stands, as its row does.
+            row = self.manifest.get(target_id, self.settings.service, LIGHTCURVE_PRODUCT)
+            if row is not None:
+                self._row(row, write=False)
+            return
         groups = tuple(sorted(set(state.groups)))
         aperture = None if self.run.lightcurve is True else self.run.lightcurve
         state.outstanding += 1
@@ -638,29 +691,21 @@ class _Driver:
             if product not in got:
                 self._outcome(tid, "no_coverage", product, error="the service sent no file for this product")
         for stored in result.files:
-            state.outstanding += 1
-            decoded = self.client.submit(_guarded, decode, stored.fits_path, self.settings, pure=True,
-                                         key=f"mastcut-decode-{_token(self.run_id, stored, self.settings)}")
-            # The store task holds the decoded dataset; releasing both frees worker memory.
-            self._submit("store", _store_decoded, decoded, tid, stored.product, self.settings,
-                         key=f"mastcut-store-{_token(self.run_id, stored, tid, self.settings)}", ctx=(tid, stored))
-        self._finish(tid)
-
-    def _on_store(self, ctx, result, error) -> None:
-        tid, stored = ctx
-        common = dict(fits_path=stored.fits_path, n_bytes=stored.n_bytes, sha256=stored.sha256)
-        if error is not None:
-            self._outcome(tid, "failed", stored.product, error=_describe_error(error), **common)
-        else:
-            self._outcome(tid, "done", stored.product, zarr_group=result, **common)
-            state = self.states[tid]
-            state.groups.append(result)
-            state.stored_now = True
+            common = dict(fits_path=stored.fits_path, n_bytes=stored.n_bytes, sha256=stored.sha256)
+            if stored.error is not None:
+                self._outcome(tid, "failed", stored.product, error=stored.error, **common)
+            else:
+                self._outcome(tid, "done", stored.product, zarr_group=stored.zarr_group, **common)
+                state.groups.append(stored.zarr_group)
+                state.stored_now = True
         self._finish(tid)
 
     def _on_lightcurve(self, target_id, result, error) -> None:
         if error is not None:
             log.warning("light curve of %s failed: %s", target_id, _describe_error(error))
+            self._outcome(target_id, "failed", LIGHTCURVE_PRODUCT, error=_describe_error(error))
+        else:
+            self._outcome(target_id, "done", LIGHTCURVE_PRODUCT, zarr_group=result)
         self.states[target_id].outstanding -= 1
 
     # -- the loop
@@ -673,6 +718,7 @@ class _Driver:
                 self._fill()
         finally:
             self.progress.close()
+            self.manifest.close()  # fsync (local) or the last write (remote), also after an error
 
     def table(self):
         """This run's outcomes as an astropy Table with the manifest columns."""
@@ -901,7 +947,7 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         raise InvalidQueryError("sector= applies to service='tesscut' only.")
     if survey is not None and service != "zcut":
         raise InvalidQueryError("survey= applies to service='zcut' only.")
-    if lightcurve and service != "tesscut":
+    if _wants_lightcurve(lightcurve) and service != "tesscut":
         raise InvalidQueryError("light curves need TESS target pixel files: use service='tesscut'.")
     for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
         # A LocalCluster without workers or threads would leave the run waiting for ever.
@@ -932,6 +978,11 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
                  storage_options=storage_options)
     return CutoutRun(plan, settings, client=client, lightcurve=lightcurve, retry_failed=retry_failed,
                      progress=progress, n_workers=n_workers, threads_per_worker=threads_per_worker)
+
+
+def _wants_lightcurve(lightcurve: Any) -> bool:
+    # Not ``bool(lightcurve)``: an aperture may be a numpy mask, which has no truth value.
+    return lightcurve is not None and lightcurve is not False
 
 
 def _normalise_out(out: str) -> str:

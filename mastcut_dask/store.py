@@ -788,7 +788,13 @@ class Manifest:
         self._path = _join(self._root, MANIFEST_NAME)
         self._local = _is_local(self._fs)
         self._rows: dict[tuple[str, str, str], ManifestRow] = {}
+        # (target_id, service) → that target's keys, so per-target lookups stay O(1) on
+        # manifests of 100,000 rows.
+        self._by_target: dict[tuple[str, str], dict[tuple[str, str, str], None]] = {}
         self._verified: set[tuple[str, str, str]] = set()
+        # Rows superseded since the file was last written whole (see `discard`): the local
+        # file, written by appending, is rewritten without them on `close`.
+        self._stale_on_disk = False
         # A killed writer's torn last row is still in the file: appending after it would glue
         # the next row onto it (or into its open quote), so the first write rewrites instead.
         self._torn = False
@@ -828,9 +834,7 @@ class Manifest:
             except (InvalidQueryError, ValueError, TypeError) as err:
                 log.warning("manifest %s line %d ignored: %s", self._path, reader.line_num, err)
                 continue
-            # Re-insert, as `extend` does: rows stay ordered by each key's latest outcome.
-            self._rows.pop(row.key, None)
-            self._rows[row.key] = row
+            self._put(row)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -848,9 +852,40 @@ class Manifest:
         return self._rows.get((target_id, service, product))
 
     def rows_for(self, target_id: str, service: str | None = None) -> list[ManifestRow]:
-        """All current rows of one target (optionally one service)."""
-        return [r for r in self._rows.values()
-                if r.target_id == target_id and (service is None or r.service == service)]
+        """All current rows of one target (optionally one service), oldest outcome first."""
+        if service is None:
+            return [r for r in self._rows.values() if r.target_id == target_id]
+        return [self._rows[key] for key in self._by_target.get((target_id, service), ())]
+
+    def _put(self, row: ManifestRow) -> None:
+        """Record ``row`` in memory as its key's latest outcome.
+
+        Rows stay ordered by each key's latest outcome. A product outcome supersedes the
+        target's earlier target-level row (product ""): a target that failed discovery or
+        resolution once and has products now is not also "failed".
+        """
+        self._drop(row.key)
+        if row.product:
+            self._drop((row.target_id, row.service, ""), stale=True)
+        self._rows[row.key] = row
+        self._by_target.setdefault((row.target_id, row.service), {})[row.key] = None
+        self._verified.discard(row.key)
+
+    def _drop(self, key: tuple[str, str, str], *, stale: bool = False) -> None:
+        if self._rows.pop(key, None) is None:
+            return
+        keys = self._by_target.get(key[:2])
+        if keys is not None:
+            keys.pop(key, None)
+        self._verified.discard(key)
+        self._stale_on_disk |= stale
+
+    def discard(self, target_id: str, service: str, product: str = "") -> None:
+        """Forget the row for a key (an outcome that no longer holds); written on `close`
+        (local files) or with the next write (remote stores)."""
+        if self.get(target_id, service, product) is not None:
+            self._drop((target_id, service, product), stale=True)
+            self._dirty = True
 
     def to_table(self):
         """The current rows as an astropy `~astropy.table.Table` with the manifest columns."""
@@ -878,28 +913,38 @@ class Manifest:
             if not isinstance(row, ManifestRow):
                 raise InvalidQueryError(f"Manifest rows must be ManifestRow, got {type(row).__name__}.")
         if self._local and self._torn:
-            merged = dict(self._rows)
-            for row in rows:
-                merged.pop(row.key, None)
-                merged[row.key] = row
-            self._rewrite_local(list(merged.values()))
+            self._rewrite_local(self._merged(rows))
             self._torn = False
         elif self._local:
             self._append_local(rows)
         for row in rows:
-            # Re-insert so that iteration order follows the latest outcome.
-            self._rows.pop(row.key, None)
-            self._rows[row.key] = row
-            self._verified.discard(row.key)
+            self._put(row)
         if not self._local:
             self._dirty = True
             if self._last_flush is None or time.monotonic() - self._last_flush >= self.remote_flush_interval:
                 self.flush()
 
+    def _merged(self, rows: list[ManifestRow]) -> list[ManifestRow]:
+        """The current rows with ``rows`` recorded, without changing this manifest."""
+        merged = dict(self._rows)
+        for row in rows:
+            merged.pop(row.key, None)
+            if row.product:
+                merged.pop((row.target_id, row.service, ""), None)
+            merged[row.key] = row
+        return list(merged.values())
+
     def flush(self) -> None:
-        """Write rows not yet on storage (remote stores with a ``remote_flush_interval``)."""
+        """Write rows not yet on storage (remote stores with a ``remote_flush_interval``).
+
+        Local files: rewritten whole (temporary name, fsync, rename) when rows were superseded
+        since the file was last written whole, else fsynced.
+        """
         if self._local:
-            if os.path.exists(self._path):
+            if self._stale_on_disk and os.path.exists(self._path):
+                self._rewrite_local(list(self._rows.values()))
+                self._stale_on_disk = False
+            elif os.path.exists(self._path):
                 with open(self._path, "rb+") as fh:
                     os.fsync(fh.fileno())
             return

@@ -20,7 +20,7 @@ from mastcut_dask.emulator.tess import moving_sectors, sectors_at, tic_position
 from mastcut_dask.emulator.zcut import zcut_surveys_at
 from mastcut_dask.options import ServiceOptions, ThrottleOptions
 from mastcut_dask.resolve import resolve_name
-from mastcut_dask.store import ZARR_NAME, product_name
+from mastcut_dask.store import ZARR_NAME, Manifest, product_name
 from mastcut_dask.throttle import ClusterThrottle
 
 distributed = pytest.importorskip("distributed")
@@ -115,7 +115,12 @@ def test_mixed_tesscut_list(emu, client, tmp_path):
         "field_a": _products(sectors_at(*position)),
         "eleonora": _products(moving_sectors("Eleonora")),
     }
-    _check_done_rows(table, out, mc.tpf_to_xarray, expected)
+    # One light-curve row per target with TPFs: done, pointing at its zarr group.
+    curves = table[table["product"] == "lightcurve"]
+    assert sorted(curves["target_id"]) == sorted(expected)
+    assert set(curves["status"]) == {"done"}
+    assert all(r["zarr_group"] == f"{r['target_id']}/lightcurve" for r in curves)
+    _check_done_rows(table[table["product"] != "lightcurve"], out, mc.tpf_to_xarray, expected)
     assert rows[("gap", "")]["status"] == "no_coverage"
     assert rows[("broken", "")]["status"] == "invalid"
     assert "north-ish" in rows[("broken", "")]["error"]
@@ -123,7 +128,7 @@ def test_mixed_tesscut_list(emu, client, tmp_path):
     assert "Could not resolve" in rows[("no_such_object_4711", "")]["error"]
     assert set(table["status"]) == {"done", "no_coverage", "invalid"}
     n_products = sum(len(p) for p in expected.values())
-    assert len(table) == n_products + 3
+    assert len(table) == n_products + len(expected) + 3
 
     # The manifest on disk says the same as the returned table.
     from astropy.table import Table
@@ -164,6 +169,66 @@ def test_second_identical_run_fetches_nothing_and_changes_nothing(emu, client, t
     third = mc.fetch_cutouts(targets, **kwargs).compute()
     assert len(_cutout_requests(emu)) == 1
     assert _rows(third)[(done[0]["target_id"], done[0]["product"])]["sha256"] == done[0]["sha256"]
+
+
+def test_a_failed_light_curve_is_a_manifest_row(emu, client, tmp_path):
+    import numpy as np
+
+    position = tic_position(6001)
+    out = str(tmp_path / "lc")
+    wrong_shape = np.ones((2, 2), dtype=bool)  # the cutouts are 5x5
+    table = mc.fetch_cutouts([{"id": "star", "ra": position[0], "dec": position[1]}], size=5, out=out,
+                             base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0, client=client,
+                             progress=False, lightcurve=wrong_shape).compute()
+    rows = _rows(table)
+    assert rows[("star", "lightcurve")]["status"] == "failed"
+    assert "aperture" in rows[("star", "lightcurve")]["error"]
+    assert {p for (t, p), r in rows.items() if r["status"] == "done"} == _products(sectors_at(*position))
+    on_disk = Manifest(out).get("star", "tesscut", "lightcurve")
+    assert on_disk is not None and on_disk.status == "failed"
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _csv_keys(out) -> list[tuple[str, str]]:
+    import csv
+
+    with open(os.path.join(out, "manifest.csv"), newline="") as fh:
+        return [(r["target_id"], r["product"]) for r in csv.DictReader(fh)]
+
+
+def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_path):
+    """A target whose discovery failed once (service down) and has products now is not also
+    'failed' in manifest.csv, whichever run came first."""
+    position = tic_position(6002)
+    products = _products(sectors_at(*position))
+    out = str(tmp_path / "s")
+    targets = [{"id": "star", "ra": position[0], "dec": position[1]}]
+    ok = dict(out=out, base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False)
+    down = dict(ok, base_url=_closed_port_url(), service_options=ServiceOptions(max_retries=0))
+
+    assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["failed"]
+    assert _csv_keys(out) == [("star", "")]
+    mc.fetch_cutouts(targets, **ok).compute()
+    assert sorted(_csv_keys(out)) == sorted(("star", p) for p in products)
+
+    # Products first, then a failed discovery, then a run that only resumes: the stale
+    # target-level row goes, and nothing is fetched again.
+    assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["failed"]
+    assert ("star", "") in _csv_keys(out)
+    emu.reset_stats()
+    again = mc.fetch_cutouts(targets, **ok).compute()
+    assert _cutout_requests(emu) == []
+    assert set(again["status"]) == {"done"}
+    assert sorted(_csv_keys(out)) == sorted(("star", p) for p in products)
+    assert Manifest(out).get("star", "tesscut") is None
 
 
 def test_zcut_run(emu, client, tmp_path):

@@ -272,6 +272,35 @@ def test_later_rows_supersede_earlier_ones(tmp_path):
     assert Manifest(out).rows == [row]
 
 
+def test_a_product_row_supersedes_the_targets_target_level_row(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    m.append(ManifestRow("tic_1", "tesscut", "", "failed", error="discovery: 503 after 5 tries"))
+    m.append(ManifestRow("tic_2", "tesscut", "", "no_coverage", error="no sector covers this target"))
+    row = done_row(out)
+    m.append(row)
+    assert m.rows_for("tic_1", "tesscut") == [row]
+    assert Manifest(out).rows_for("tic_1", "tesscut") == [row]  # also when read back before close
+    with open(tmp_path / "manifest.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 3  # appended: the stale row is still in the file...
+    m.close()
+    with open(tmp_path / "manifest.csv", newline="") as fh:
+        on_disk = [(r["target_id"], r["product"]) for r in csv.DictReader(fh)]
+    assert on_disk == [("tic_2", ""), ("tic_1", "s0008-1-1")]  # ...until close rewrites it
+
+
+def test_discarded_rows_leave_the_file_on_close(tmp_path):
+    out = str(tmp_path)
+    m = Manifest(out)
+    m.extend([ManifestRow("tic_1", "tesscut", "", "failed", error="503"), done_row(out)])
+    m.append(ManifestRow("tic_1", "tesscut", "", "failed", error="503 again"))  # newer than the product
+    assert [r.product for r in Manifest(out).rows_for("tic_1", "tesscut")] == ["s0008-1-1", ""]
+    m.discard("tic_1", "tesscut", "")
+    m.discard("tic_9", "tesscut", "")  # unknown keys are ignored
+    m.close()
+    assert [r.product for r in Manifest(out).rows] == ["s0008-1-1"]
+
+
 def test_reloaded_rows_keep_the_order_of_the_latest_outcomes(tmp_path):
     """Resume reads a target's latest outcome from the order of its rows: a reloaded manifest
     must order rows as the one that wrote them (by each key's latest row)."""
