@@ -243,9 +243,11 @@ def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult
 
         rejoin()
     stored = []
+    record = request_record(settings.service, request.target)
     for item in fetched.files:
         try:
-            group = store(decode(item.fits_path, settings), request.target.target_id, item.product, settings)
+            group = store(decode(item.fits_path, settings), request.target.target_id, item.product, settings,
+                          request=record)
         except MastcutError as err:
             log.info("%s: decode/store failed: %s", item.fits_path, err)
             stored.append(dataclasses.replace(item, error=_describe_error(err)))
@@ -324,11 +326,29 @@ def decode(fits_path: str, settings: RunSettings):
     return dec.image_to_xarray(url, storage_options=settings.storage or None)
 
 
-def store(ds, target_id: str, product: str, settings: RunSettings) -> str:
-    """Write one decoded dataset as the zarr group ``<target_id>/<product>``; returns the group."""
+def store(ds, target_id: str, product: str, settings: RunSettings, request: Mapping[str, Any] | None = None) -> str:
+    """Write one decoded dataset as the zarr group ``<target_id>/<product>``; returns the group.
+
+    ``request`` (see `request_record`) goes into the group's commit marker for resume.
+    """
     from .store import write_dataset
 
-    return write_dataset(settings.out, target_id, product, ds, settings.storage)
+    return write_dataset(settings.out, target_id, product, ds, settings.storage, request=request)
+
+
+def request_record(service: str, target) -> dict[str, Any]:
+    """What a stored cutout was made from, beyond its product: size and position (or object).
+
+    Kept with each zarr group, so that rerunning into the same OUT with another size, or with a
+    target moved under the same id, fetches again instead of taking the old cutout as done.
+    """
+    size = target.size
+    record: dict[str, Any] = {"service": service, "size": [size.y, size.x, size.units]}
+    if target.moving:
+        record.update(object=target.name, object_type=target.mt_type)
+    else:
+        record.update(ra=float(target.ra), dec=float(target.dec))
+    return record
 
 
 def lightcurve(target_id: str, groups: tuple[str, ...], settings: RunSettings,
@@ -596,8 +616,10 @@ class _Driver:
         service = self.settings.service
         tid = request.target.target_id
         retry = self.run.retry_failed
+        record = request_record(service, request.target)
         if request.products:
-            if all(self.manifest.should_skip(tid, service, p, retry_failed=retry) for p in request.products):
+            if all(self.manifest.should_skip(tid, service, p, retry_failed=retry, request=record)
+                   for p in request.products):
                 return [self.manifest.get(tid, service, p) for p in request.products]
             return []
         # Products not known in advance (a named sector, HAPCut): the verified products this
@@ -607,7 +629,7 @@ class _Driver:
         rows = [r for r in self.manifest.rows_for(tid, service)
                 if r.product and r.product != LIGHTCURVE_PRODUCT
                 and (prefix is None or r.product.startswith(prefix))]
-        if rows and all(self.manifest.should_skip(*r.key, retry_failed=retry) for r in rows):
+        if rows and all(self.manifest.should_skip(*r.key, retry_failed=retry, request=record) for r in rows):
             return rows
         return []
 

@@ -467,7 +467,7 @@ IN_MEMORY_BYTES = 64 * 1024**2
 
 def write_dataset(out: str, target_id: str, product: str, ds,
                   storage_options: Mapping[str, Any] | None = None, *,
-                  max_memory_bytes: int = IN_MEMORY_BYTES) -> str:
+                  max_memory_bytes: int = IN_MEMORY_BYTES, request: Mapping[str, Any] | None = None) -> str:
     """Write one decoded dataset as the zarr v3 group ``OUT/cutouts.zarr/<target_id>/<product>``.
 
     Atomicity: a group counts as written only once its commit marker
@@ -490,6 +490,10 @@ def write_dataset(out: str, target_id: str, product: str, ds,
     max_memory_bytes : int
         Datasets up to this size are encoded in memory first and written as plain files
         (less than half the CPU of ``to_zarr``); larger ones stream through zarr.
+    request : dict, optional
+        JSON-safe description of the request the dataset answers (size, position...), kept in
+        the commit marker so that a rerun asking for something else is not taken for a cache
+        hit (see `Manifest.is_done`).
 
     Returns
     -------
@@ -504,7 +508,10 @@ def write_dataset(out: str, target_id: str, product: str, ds,
     final = posixpath.join(zroot, group)
     marker = _marker_path(root, group)
     data = _zarr_ready(ds)
-    commit = json.dumps({"target_id": target_id, "product": product, "variables": sorted(map(str, ds.variables))})
+    record = {"target_id": target_id, "product": product, "variables": sorted(map(str, ds.variables))}
+    if request is not None:
+        record["request"] = dict(request)
+    commit = json.dumps(record)
     # Small datasets (every usual cutout) are encoded in memory, in one hand-off to zarr's
     # event loop (see zarr_encode), and written as plain files: ``to_zarr`` on the final store
     # costs two to three times the CPU, which matters when a worker stores tens of products
@@ -620,6 +627,18 @@ def is_complete_group(out: str, group: str, storage_options: Mapping[str, Any] |
     _forget_listings(fs, posixpath.join(root, COMMIT_DIR))
     _forget_listings(fs, posixpath.join(root, ZARR_NAME))
     return fs.isfile(_marker_path(root, group)) and fs.isfile(posixpath.join(root, ZARR_NAME, group, "zarr.json"))
+
+
+def read_commit_marker(out: str, group: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+    """The commit marker of a completely written group (see `write_dataset`), or None."""
+    if not is_complete_group(out, group, storage_options):
+        return None
+    fs, root = _fs(out, storage_options)
+    try:
+        record = json.loads(fs.cat_file(_marker_path(root, group)))
+    except (OSError, ValueError):  # gone meanwhile, or not ours
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _complete_groups(fs, root: str) -> list[tuple[str, str]]:
@@ -1010,15 +1029,25 @@ class Manifest:
         self._fs.mv(tmp, self._path)
 
     # -- resume
-    def is_done(self, row: ManifestRow | None) -> bool:
+    def is_done(self, row: ManifestRow | None, *, request: Mapping[str, Any] | None = None) -> bool:
         """True when ``row`` is ``done`` and its results verify.
 
         Verified: the FITS file (if the row has one) exists with the recorded size and sha256,
         and the zarr group (if the row has one) exists with its commit marker. A truncated or
-        corrupted file is therefore not done. Rows with neither are never done.
+        corrupted file is therefore not done. Rows with neither are never done. With
+        ``request``, the group must also have been made for that request (as recorded by
+        `write_dataset`): a rerun with another size or position is not a cache hit.
         """
         if row is None or row.status != "done" or not (row.fits_path or row.zarr_group):
             return False
+        if request is not None and row.zarr_group:
+            marker = read_commit_marker(self.out, row.zarr_group, self.storage_options)
+            if marker is None:
+                return False
+            if marker.get("request", request) != json.loads(json.dumps(request)):
+                log.info("%s/%s was made for %s; fetching again for %s", row.target_id, row.product,
+                         marker.get("request"), request)
+                return False
         if row.key in self._verified and self._rows.get(row.key) == row:
             return True
         if row.fits_path and self.verify == "size":
@@ -1038,10 +1067,11 @@ class Manifest:
             self._verified.add(row.key)
         return True
 
-    def should_skip(self, target_id: str, service: str, product: str = "", *, retry_failed: bool = False) -> bool:
+    def should_skip(self, target_id: str, service: str, product: str = "", *, retry_failed: bool = False,
+                    request: Mapping[str, Any] | None = None) -> bool:
         """Whether a run can leave this (target, service, product) alone.
 
-        ``done`` rows are skipped when they verify (`is_done`); ``no_coverage`` and
+        ``done`` rows are skipped when they verify (`is_done`, with ``request``); ``no_coverage`` and
         ``invalid`` rows are skipped unless ``retry_failed``; ``failed`` rows and unknown keys
         are always (re)done.
         """
@@ -1049,7 +1079,7 @@ class Manifest:
         if row is None:
             return False
         if row.status == "done":
-            return self.is_done(row)
+            return self.is_done(row, request=request)
         if row.status in ("no_coverage", "invalid"):
             return not retry_failed
         return False

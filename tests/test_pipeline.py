@@ -231,6 +231,26 @@ def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_pat
     assert Manifest(out).get("star", "tesscut") is None
 
 
+def test_a_rerun_with_another_size_fetches_again(emu, client, tmp_path):
+    position = tic_position(6003)
+    products = _products(sectors_at(*position))
+    targets = [{"id": "star", "ra": position[0], "dec": position[1]}]
+    kwargs = dict(out=str(tmp_path / "z"), base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
+                  client=client, progress=False)
+    mc.fetch_cutouts(targets, size=5, **kwargs).compute()
+    emu.reset_stats()
+    table = mc.fetch_cutouts(targets, size=(7, 6), **kwargs).compute()
+    assert len(_cutout_requests(emu)) == len(products)
+    tree = mc.open_cutouts(kwargs["out"])
+    for product in products:
+        assert dict(tree[f"star/{product}"].to_dataset().sizes)["y"] == 7
+        assert dict(tree[f"star/{product}"].to_dataset().sizes)["x"] == 6
+    assert set(table["status"]) == {"done"}
+    emu.reset_stats()
+    mc.fetch_cutouts(targets, size=(7, 6), **kwargs).compute()
+    assert _cutout_requests(emu) == [], "the same size again is a cache hit"
+
+
 def test_zcut_run(emu, client, tmp_path):
     targets = [{"id": "goodsn", "ra": GOODS_N[0], "dec": GOODS_N[1]},
                {"id": "nowhere", "ra": 10.0, "dec": 10.0}]
