@@ -264,6 +264,9 @@ def _add_pipeline_commands(sub) -> None:
                    help="request starts per second, cluster-wide; 0 = no limit (default 5)")
     p.add_argument("--retry-failed", action="store_true",
                    help="also retry rows recorded as no_coverage or invalid (failed rows always are)")
+    p.add_argument("--refresh", action="store_true",
+                   help="ask the resolver and the service again for targets whose cutouts are all stored "
+                        "(finds sectors observed since the last run)")
     p.add_argument("--lightcurves", action="store_true",
                    help="also store per-target light curves (TESS; aperture photometry stitched across sectors)")
     _add_run_options(p, with_cluster_address=True)
@@ -340,7 +343,7 @@ def _run_fetch(args) -> int:
         args.targets, service=args.service, size=_cli_size(args.size), sector=args.sector,
         survey=args.survey, out=args.out, base_url=args.base_url, resolver_url=args.resolver_url,
         max_concurrency=args.max_concurrency, max_rate=args.max_rate, client=args.scheduler or None,
-        lightcurve=True if args.lightcurves else None, retry_failed=args.retry_failed,
+        lightcurve=True if args.lightcurves else None, retry_failed=args.retry_failed, refresh=args.refresh,
         progress=not args.quiet, n_workers=args.workers, threads_per_worker=args.threads)
     table = run.compute()
     print(_summary(table, run.elapsed, run.settings.out))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import posixpath
@@ -99,12 +100,15 @@ class FetchRequest:
         ZCut survey (None: every survey).
     products : tuple of str
         Products discovery announced for this request (empty when unknown in advance).
+    record : str
+        `request_record` of the target as listed (JSON), kept with each stored group.
     """
 
     target: Any
     sector: int | None = None
     survey: str | None = None
     products: tuple[str, ...] = ()
+    record: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,7 @@ def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult
 
         rejoin()
     stored = []
-    record = request_record(settings.service, request.target)
+    record = json.loads(request.record) if request.record else request_record(settings.service, request.target)
     for item in fetched.files:
         try:
             group = store(decode(item.fits_path, settings), request.target.target_id, item.product, settings,
@@ -337,17 +341,21 @@ def store(ds, target_id: str, product: str, settings: RunSettings, request: Mapp
 
 
 def request_record(service: str, target) -> dict[str, Any]:
-    """What a stored cutout was made from, beyond its product: size and position (or object).
+    """What a stored cutout was made from, beyond its product: size, and position or name.
 
     Kept with each zarr group, so that rerunning into the same OUT with another size, or with a
     target moved under the same id, fetches again instead of taking the old cutout as done.
+    A target listed by name is recorded by its name (as listed, before resolution), so that a
+    rerun can tell its cutouts are current without asking the resolver again.
     """
     size = target.size
     record: dict[str, Any] = {"service": service, "size": [size.y, size.x, size.units]}
     if target.moving:
         record.update(object=target.name, object_type=target.mt_type)
-    else:
+    elif target.resolved:
         record.update(ra=float(target.ra), dec=float(target.dec))
+    else:
+        record.update(name=target.name)
     return record
 
 
@@ -459,6 +467,7 @@ def _describe_error(err: BaseException) -> str:
 @dataclass
 class _TargetState:
     target: Any
+    record: str = ""              # request_record of the target as listed (JSON)
     outstanding: int = 0          # discovery, fetch and light-curve tasks not yet answered
     groups: list[str] = field(default_factory=list)
     stored_now: bool = False      # a product was (re)written in this run
@@ -552,7 +561,10 @@ class _Driver:
         for target in self.run.plan.targets:
             if target.target_id in self.states or self._target_level_skip(target):
                 continue  # a repeated id is one target
-            self.states[target.target_id] = _TargetState(target)
+            record = json.dumps(request_record(self.settings.service, target), sort_keys=True)
+            self.states[target.target_id] = _TargetState(target, record)
+            if self._resume_target(target):
+                continue
             if target.resolved:
                 self._plan_target(target)
             else:
@@ -579,6 +591,31 @@ class _Driver:
             return True
         return False
 
+    def _resume_target(self, target) -> bool:
+        """A target whose stored products all verify for this request is not asked about again.
+
+        Neither the resolver nor discovery is asked: the products an earlier run found are on
+        record, and a rerun of a long list would otherwise spend its request budget learning
+        what it already knows. ``refresh=True`` asks again (e.g. for sectors observed since).
+        """
+        if self.run.refresh:
+            return False
+        tid, service = target.target_id, self.settings.service
+        state = self.states[tid]
+        rows = [r for r in self.manifest.rows_for(tid, service)
+                if r.product and r.product != LIGHTCURVE_PRODUCT and _in_scope(target, r.product)]
+        record = json.loads(state.record)
+        if not rows or not all(self.manifest.should_skip(*r.key, retry_failed=self.run.retry_failed, request=record)
+                               for r in rows):
+            return False
+        for row in rows:
+            self._row(row, write=False)
+            if row.status == "done" and row.zarr_group:
+                state.groups.append(row.zarr_group)
+        state.outstanding += 1
+        self._finish(tid)  # its light curve, if asked and not stored yet
+        return True
+
     def _plan_target(self, target) -> None:
         service = self.settings.service
         state = self.states[target.target_id]
@@ -587,7 +624,8 @@ class _Driver:
             self.queue.append(("discover", target))
             return
         products = (target.survey,) if service == "zcut" else ()
-        self._plan_fetch(FetchRequest(target, sector=target.sector, survey=target.survey, products=products))
+        self._plan_fetch(FetchRequest(target, sector=target.sector, survey=target.survey, products=products,
+                                      record=state.record))
         self._finish(target.target_id)
 
     def _finish(self, target_id: str) -> None:
@@ -616,7 +654,7 @@ class _Driver:
         service = self.settings.service
         tid = request.target.target_id
         retry = self.run.retry_failed
-        record = request_record(service, request.target)
+        record = json.loads(request.record)
         if request.products:
             if all(self.manifest.should_skip(tid, service, p, retry_failed=retry, request=record)
                    for p in request.products):
@@ -625,10 +663,8 @@ class _Driver:
         # Products not known in advance (a named sector, HAPCut): the verified products this
         # request produced before stand for it, unless one of its products failed (e.g. its
         # store task): that one is only fetched again with the whole request.
-        prefix = f"s{request.sector:04d}-" if request.sector is not None else None
         rows = [r for r in self.manifest.rows_for(tid, service)
-                if r.product and r.product != LIGHTCURVE_PRODUCT
-                and (prefix is None or r.product.startswith(prefix))]
+                if r.product and r.product != LIGHTCURVE_PRODUCT and _in_scope(request, r.product)]
         if rows and all(self.manifest.should_skip(*r.key, retry_failed=retry, request=record) for r in rows):
             return rows
         return []
@@ -693,9 +729,11 @@ class _Driver:
                 by_request.setdefault(key, set()).add(product)
             for key, products in sorted(by_request.items()):
                 if self.settings.service == "tesscut":
-                    self._plan_fetch(FetchRequest(target, sector=int(key), products=tuple(sorted(products))))
+                    self._plan_fetch(FetchRequest(target, sector=int(key), products=tuple(sorted(products)),
+                                                  record=self.states[tid].record))
                 else:
-                    self._plan_fetch(FetchRequest(target, survey=str(key), products=tuple(sorted(products))))
+                    self._plan_fetch(FetchRequest(target, survey=str(key), products=tuple(sorted(products)),
+                                                  record=self.states[tid].record))
         self._finish(tid)
 
     def _on_fetch(self, request: FetchRequest, result: FetchResult | None, error) -> None:
@@ -757,6 +795,15 @@ class _Driver:
         return table
 
 
+def _in_scope(request, product: str) -> bool:
+    """Whether ``product`` answers a target or request that may name one sector or survey."""
+    if request.sector is not None:
+        return product.startswith(f"s{request.sector:04d}-")
+    if request.survey is not None:
+        return product == request.survey
+    return True
+
+
 # ---- the plan and the public entry point ----------------------------------------------------
 @dataclass(frozen=True)
 class _Plan:
@@ -775,13 +822,15 @@ class CutoutRun:
     """
 
     def __init__(self, plan: _Plan, settings: RunSettings, *, client=None, lightcurve=None,
-                 retry_failed: bool = False, progress: bool = True, n_workers: int | None = None,
+                 retry_failed: bool = False, refresh: bool = False, progress: bool = True,
+                 n_workers: int | None = None,
                  threads_per_worker: int | None = None):
         self.plan = plan
         self.settings = settings
         self.client = client
         self.lightcurve = lightcurve
         self.retry_failed = retry_failed
+        self.refresh = refresh
         self.progress = progress
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
@@ -905,7 +954,7 @@ def _plan(targets: Any, *, service: str, size: Any, sector: int | None, survey: 
 def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sector: int | None = None,
                   survey: str | None = None, out: str, base_url: str | None = None,
                   resolver_url: str | None = None, max_concurrency: int = 10, max_rate: float = 5.0,
-                  client: Any = None, lightcurve: Any = None, retry_failed: bool = False,
+                  client: Any = None, lightcurve: Any = None, retry_failed: bool = False, refresh: bool = False,
                   progress: bool = True, storage_options: Mapping[str, Any] | None = None,
                   n_workers: int | None = None, threads_per_worker: int | None = None,
                   service_options: ServiceOptions | None = None) -> CutoutRun:
@@ -941,6 +990,10 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         anything else is passed as ``aperture=`` to `aperture_photometry`.
     retry_failed : bool
         Also retry targets recorded as ``no_coverage`` or ``invalid`` (``failed`` ones always are).
+    refresh : bool
+        Ask the resolver and the service again even for targets whose stored products all
+        verify (finds TESS sectors observed since the last run). By default a rerun sends no
+        request at all for them.
     progress : bool
         Show a progress bar on stderr.
     storage_options : dict, optional
@@ -1003,7 +1056,7 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
                            service_options=service_options, throttle_options=throttle_options)
     plan = _plan(targets, service=service, size=size, sector=sector, survey=survey,
                  storage_options=storage_options)
-    return CutoutRun(plan, settings, client=client, lightcurve=lightcurve, retry_failed=retry_failed,
+    return CutoutRun(plan, settings, client=client, lightcurve=lightcurve, retry_failed=retry_failed, refresh=refresh,
                      progress=progress, n_workers=n_workers, threads_per_worker=threads_per_worker)
 
 

@@ -156,7 +156,7 @@ def test_second_identical_run_fetches_nothing_and_changes_nothing(emu, client, t
     before = _snapshot(out)
     emu.reset_stats()
     second = mc.fetch_cutouts(targets, **kwargs).compute()
-    assert _cutout_requests(emu) == [], "a rerun sends no cutout request"
+    assert emu.request_log() == [], "a rerun asks nothing: no cutout, no sector list, no name"
     assert _snapshot(out) == before, "a rerun changes no file"
     assert sorted(map(tuple, second.as_array().tolist())) == sorted(map(tuple, first.as_array().tolist()))
 
@@ -219,9 +219,10 @@ def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_pat
     mc.fetch_cutouts(targets, **ok).compute()
     assert sorted(_csv_keys(out)) == sorted(("star", p) for p in products)
 
-    # Products first, then a failed discovery, then a run that only resumes: the stale
-    # target-level row goes, and nothing is fetched again.
-    assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["failed"]
+    # Products first, then a failed discovery (refresh: asked although all is stored), then a
+    # run that only resumes: the stale target-level row goes, and nothing is fetched again.
+    assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["done"]  # nothing asked
+    assert list(mc.fetch_cutouts(targets, refresh=True, **down).compute()["status"]) == ["failed"]
     assert ("star", "") in _csv_keys(out)
     emu.reset_stats()
     again = mc.fetch_cutouts(targets, **ok).compute()
@@ -249,6 +250,18 @@ def test_a_rerun_with_another_size_fetches_again(emu, client, tmp_path):
     emu.reset_stats()
     mc.fetch_cutouts(targets, size=(7, 6), **kwargs).compute()
     assert _cutout_requests(emu) == [], "the same size again is a cache hit"
+
+
+def test_refresh_asks_again_but_fetches_nothing_new(emu, client, tmp_path):
+    targets = [{"name": "TIC 307210830"}]
+    kwargs = dict(out=str(tmp_path / "r"), base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
+                  client=client, progress=False)
+    first = mc.fetch_cutouts(targets, **kwargs).compute()
+    emu.reset_stats()
+    again = mc.fetch_cutouts(targets, refresh=True, **kwargs).compute()
+    asked = sorted({e["path"].rsplit("/", 1)[-1] for e in emu.request_log()})
+    assert _cutout_requests(emu) == [] and "sector" in asked
+    assert sorted(map(tuple, again.as_array().tolist())) == sorted(map(tuple, first.as_array().tolist()))
 
 
 def test_zcut_run(emu, client, tmp_path):
