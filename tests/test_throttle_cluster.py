@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import dask
 from mastcut_dask.exceptions import InvalidQueryError
 from mastcut_dask.options import ThrottleOptions
 from mastcut_dask.throttle import ClusterThrottle, Throttle
@@ -14,11 +15,18 @@ from mastcut_dask.throttle import ClusterThrottle, Throttle
 distributed = pytest.importorskip("distributed")
 
 
+# The scheduler looks for stale leases every 10 s by default; checking every 0.1 s lets a test
+# with a 1 s lease timeout see a lease expire (or not) within a few seconds.
+_FAST_LEASE_CHECKS = {"distributed.scheduler.locks.lease-validation-interval": "100ms"}
+
+
 @pytest.fixture(scope="module")
 def client():
     # 2 processes x 8 threads: far more threads than leases, so only the scheduler can keep count.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=8, processes=True,
-                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
+    with dask.config.set(_FAST_LEASE_CHECKS):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=8, processes=True,
+                                           dashboard_address=":0")
+    with cluster, distributed.Client(cluster) as c:
         yield c
 
 
@@ -138,3 +146,65 @@ def test_throttles_built_per_task_share_one_semaphore_per_worker(client):
     client.gather(client.map(_fresh_throttle_lease, range(40), options=options, pure=False))
     counts = client.run(_semaphores_named, "test-per-task")
     assert counts and all(n <= 2 for n in counts.values()), counts  # concurrency + rate, once per process
+
+
+def _hold_after_signal(label: str, throttle: ClusterThrottle, seconds: float, entered: str | None = None,
+                       wait_for: str | None = None) -> tuple[str, float, float]:
+    """Wait for the named distributed Event ``wait_for`` (if any), then hold a lease for
+    ``seconds``, setting the Event ``entered`` once inside it."""
+    if wait_for is not None:
+        distributed.Event(wait_for).wait()
+    with throttle.lease():
+        start = time.time()
+        if entered is not None:
+            distributed.Event(entered).set()
+        time.sleep(seconds)
+        end = time.time()
+    return label, start, end
+
+
+def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
+    """The lease timeout bounds how long a *dead* holder keeps its place, not how long a request
+    may take: the holder's process refreshes its leases every timeout / 5. A request held three
+    times longer than the timeout (the scheduler checking every 0.1 s) keeps its place, and the
+    next request only starts once it has ended."""
+    options = ThrottleOptions(max_concurrency=1, max_rate=0, name="test-outlives", lease_timeout=1.0)
+    long = client.submit(_hold_after_signal, "long", ClusterThrottle(options), 3.0, entered="test-outlives-in",
+                         pure=False)
+    # Queued on the scheduler while the long request holds the only lease.
+    short = client.submit(_hold_after_signal, "short", ClusterThrottle(options), 0.0, wait_for="test-outlives-in",
+                          pure=False)
+    (_, _, long_end), (_, short_start, _) = client.gather([long, short])
+    assert short_start >= long_end, "the scheduler took the lease from a live holder: two requests overlapped"
+    assert ClusterThrottle(options).in_flight() == 0
+
+
+def _die_holding_the_budget(marker: str, throttle: ClusterThrottle) -> str:
+    """Take every lease, then kill this worker process without giving them back."""
+    import os
+
+    if os.path.exists(marker):
+        return "rerun after the crash"  # the scheduler reruns the task on the restarted worker
+    with throttle.lease(), throttle.lease():
+        with open(marker, "w"):
+            pass
+        distributed.Event("test-dead-holder-in").set()
+        os._exit(1)
+
+
+def test_a_dead_workers_leases_come_back_after_the_lease_timeout(tmp_path):
+    """A worker that dies holding leases cannot give them back; the scheduler reclaims them
+    after ``lease_timeout`` without a refresh and waiting requests go on. (With a timeout of
+    minutes, the whole run waits that long: see ThrottleOptions.lease_timeout.)"""
+    options = ThrottleOptions(max_concurrency=2, max_rate=0, name="test-dead-holder", lease_timeout=1.0)
+    with dask.config.set(_FAST_LEASE_CHECKS):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0")
+    with cluster, distributed.Client(cluster) as client:
+        killer = client.submit(_die_holding_the_budget, str(tmp_path / "died"), ClusterThrottle(options), pure=False)
+        distributed.Event("test-dead-holder-in", client=client).wait()
+        waiter = client.submit(_hold_after_signal, "after", ClusterThrottle(options), 0.0, pure=False)
+        assert waiter.result()[0] == "after"
+        assert killer.result() == "rerun after the crash"
+        assert (tmp_path / "died").exists()
+        assert ClusterThrottle(options).in_flight() == 0
