@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import numbers
 import os
 import re
@@ -47,7 +46,7 @@ from .options import ServiceOptions, resolve_base_url, resolve_resolver_url
 from .resolve import resolve_name
 from .services import ZCUT_FORMATS, ZCUT_IMG_PARAMS, check_zcut_options, cutout_endpoint, cutout_params
 from .services import endpoint_url, get_service, moving_sector_params, sector_params, survey_params
-from .targets import MAX_CUTOUT_PIXELS, CutoutRequest, CutoutSize, parse_coordinates, parse_radius, parse_size
+from .targets import CutoutRequest, CutoutSize, parse_coordinates, parse_radius, parse_size
 from .throttle import LocalThrottle, Throttle
 
 __all__ = [
@@ -81,11 +80,6 @@ SLOT_SETTLE = 0.02
 #: Requests one call sends at once when it needs several (a moving target's sectors).
 MAX_PARALLEL_REQUESTS = 4
 _SURVEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
-#: Largest cutout, in pixels, each service is known to serve, checked before any request. Only
-#: TESSCut's is documented ("fewer than 10,000 pixels", mast-api.md section 11); ZCut and HAPCut
-#: pixels are far smaller and their limits are not published, so their servers decide (a 400 is
-#: raised at once as `InvalidQueryError` with the server's words).
-MAX_PIXELS: dict[str, float] = {"tesscut": MAX_CUTOUT_PIXELS, "zcut": math.inf, "hapcut": math.inf}
 
 
 # ---- one budget per server and process ------------------------------------------------------
@@ -415,7 +409,7 @@ class _CutoutClient:
     # -- input checks (all before any request) ----------------------------------------------
     def _size(self, size: Any, units: str | None = None) -> CutoutSize:
         return parse_size(size, units=units, pixel_arcsec=get_service(self._service).pixel_arcsec,
-                          max_pixels=MAX_PIXELS[self._service])
+                          max_pixels=get_service(self._service).max_pixels)
 
     def _position(self, coordinates: Any) -> tuple[float, float]:
         if coordinates is None:

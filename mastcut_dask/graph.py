@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import posixpath
 import re
@@ -929,6 +930,7 @@ def _client_for(run: CutoutRun):
 
 def _plan(targets: Any, *, service: str, size: Any, sector: int | None, survey: str | None,
           storage_options: Mapping[str, Any] | None) -> _Plan:
+    from .services import check_size
     from .store import ManifestRow
     from .targets import read_targets
 
@@ -938,6 +940,11 @@ def _plan(targets: Any, *, service: str, size: Any, sector: int | None, survey: 
     good = []
     for target in listing.targets:
         # Rows that are fine as rows but wrong for this service: refused here, before any request.
+        try:
+            check_size(service, target.size)
+        except InvalidQueryError as err:
+            invalid.append(ManifestRow(target.target_id, service, "", "invalid", error=f"size: {err}"))
+            continue
         if target.moving and service != "tesscut":
             reason = f"moving target {target.name!r}: only TESSCut serves moving targets"
         elif target.sector is not None and service != "tesscut":
@@ -1054,6 +1061,12 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
     settings = RunSettings(service=service, out=_normalise_out(str(out)),
                            storage_options=tuple(sorted(dict(storage_options or {}).items())),
                            service_options=service_options, throttle_options=throttle_options)
+    if size is not None:
+        # A call-level size too large for the service would make every row invalid: refuse the call.
+        from .services import check_size
+        from .targets import parse_size
+
+        check_size(service, parse_size(size, pixel_arcsec=None, max_pixels=math.inf))
     plan = _plan(targets, service=service, size=size, sector=sector, survey=survey,
                  storage_options=storage_options)
     return CutoutRun(plan, settings, client=client, lightcurve=lightcurve, retry_failed=retry_failed, refresh=refresh,

@@ -8,12 +8,13 @@ except HAPCut's in-memory cutout, whose body is JSON.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .exceptions import InvalidQueryError
-from .targets import TESS_PIXEL_ARCSEC, CutoutRequest
+from .targets import MAX_CUTOUT_PIXELS, TESS_PIXEL_ARCSEC, CutoutRequest, CutoutSize, check_pixels
 
 __all__ = [
     "API_VERSION",
@@ -70,6 +71,10 @@ class ServiceSpec:
         Prefix of downloaded archive names (astroquery: ``tesscut_``, ``zcut_``, ``hapcut_``).
     json_cutouts : bool
         True when in-memory cutouts are POSTed as JSON (HAPCut).
+    max_pixels : float
+        Largest cutout, in pixels, checked before any request. Only TESSCut's is documented
+        ("fewer than 10,000 pixels", mast-api.md section 11); ZCut and HAPCut publish none, so
+        their servers decide (a 400 becomes `InvalidQueryError` with the server's words).
     """
 
     name: str
@@ -77,6 +82,7 @@ class ServiceSpec:
     pixel_arcsec: float | None
     zip_prefix: str
     json_cutouts: bool = False
+    max_pixels: float = math.inf
 
 
 SERVICES: dict[str, ServiceSpec] = {
@@ -90,6 +96,7 @@ SERVICES: dict[str, ServiceSpec] = {
         },
         pixel_arcsec=TESS_PIXEL_ARCSEC,
         zip_prefix="tesscut_",
+        max_pixels=MAX_CUTOUT_PIXELS,
     ),
     "zcut": ServiceSpec(
         name="zcut",
@@ -105,6 +112,18 @@ SERVICES: dict[str, ServiceSpec] = {
         json_cutouts=True,
     ),
 }
+
+
+def check_size(service: str, size: CutoutSize) -> None:
+    """Refuse a size the service is known not to serve (see `ServiceSpec.max_pixels`).
+
+    Raises
+    ------
+    InvalidQueryError
+        Unknown service, or the cutout is too large for it.
+    """
+    spec = get_service(service)
+    check_pixels(size, pixel_arcsec=spec.pixel_arcsec, max_pixels=spec.max_pixels)
 
 
 def get_service(name: str) -> ServiceSpec:

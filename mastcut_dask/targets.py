@@ -26,6 +26,7 @@ __all__ = [
     "Target",
     "CutoutRequest",
     "parse_size",
+    "check_pixels",
     "parse_coordinates",
     "parse_radius",
     "make_target_id",
@@ -178,13 +179,24 @@ def parse_size(size: Any = 5, *, units: str | None = None,
         if not math.isfinite(value) or value <= 0:
             raise InvalidQueryError(f"Cutout size {name}={value} must be a positive, finite number.")
     result = CutoutSize(x=x, y=y, units=x_units)
-    pix = result.pixels(pixel_arcsec)
+    check_pixels(result, pixel_arcsec=pixel_arcsec, max_pixels=max_pixels)
+    return result
+
+
+def check_pixels(size: CutoutSize, *, pixel_arcsec: float | None, max_pixels: float) -> None:
+    """Refuse a cutout of more than ``max_pixels`` pixels (angular sizes at ``pixel_arcsec``).
+
+    Raises
+    ------
+    InvalidQueryError
+        The size exceeds the limit.
+    """
+    pix = size.pixels(pixel_arcsec)
     if pix is not None and pix[0] * pix[1] > max_pixels:
         raise InvalidQueryError(
-            f"Cutout of {pix[0]:.0f} x {pix[1]:.0f} pixels exceeds MAST's limit of {max_pixels} pixels; "
+            f"Cutout of {pix[0]:.0f} x {pix[1]:.0f} pixels exceeds MAST's limit of {max_pixels:g} pixels; "
             "ask for a smaller size."
         )
-    return result
 
 
 _COMMA_PAIR = re.compile(r"^\s*([-+]?[\d.eE+-]+)\s*[, ]\s*([-+]?[\d.eE+-]+)\s*$")
@@ -492,7 +504,8 @@ class TargetList:
         """
         changes: dict[str, Any] = {}
         if size is not None:
-            changes["size"] = parse_size(size, units=units)
+            # No pixel limit here: it depends on the service (`services.check_size`).
+            changes["size"] = parse_size(size, units=units, pixel_arcsec=None, max_pixels=math.inf)
         if sector is not None:
             changes["sector"] = _parse_sector(sector)
         if survey is not None:
@@ -582,7 +595,7 @@ def _parse_row_size(value: Any) -> CutoutSize:
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)  # a 3-element size in a file is a typo, not a wish
         try:
-            return parse_size(value)
+            return parse_size(value, pixel_arcsec=None, max_pixels=math.inf)  # limit: per service
         except InputWarning as warn:
             raise InvalidQueryError(f"size {value!r}: {warn}") from None
 

@@ -452,3 +452,18 @@ def test_a_rerun_never_reuses_an_earlier_runs_task_result(emu, client, tmp_path)
     mc.fetch_cutouts(targets, retry_failed=True, **kwargs).compute()
     assert [e["path"].rsplit("/", 1)[-1] for e in emu.request_log()] == ["sector"]
     del held
+
+
+def test_the_pixel_limit_is_tesscuts_alone(tmp_path):
+    """TESSCut's documented 10,000-pixel limit refuses a TESS row before any request; ZCut and
+    HAPCut publish none, so the same row goes to them."""
+    rows = [{"id": "big", "ra": GOODS_N[0], "dec": GOODS_N[1], "size": 200}, {"id": "small", "ra": 1.0, "dec": 2.0}]
+    tess = mc.fetch_cutouts(rows, service="tesscut", out=str(tmp_path / "t"), progress=False)
+    assert [r.target_id for r in tess.plan.invalid] == ["big"]
+    assert "limit of 10000 pixels" in tess.plan.invalid[0].error
+    for service in ("zcut", "hapcut"):
+        run = mc.fetch_cutouts(rows, service=service, out=str(tmp_path / service), progress=False)
+        assert run.plan.invalid == () and [t.target_id for t in run.plan.targets] == ["big", "small"]
+    with pytest.raises(mc.InvalidQueryError, match="limit of 10000 pixels"):
+        mc.fetch_cutouts(rows, service="tesscut", size=200, out=str(tmp_path / "t2"))
+    assert mc.fetch_cutouts(rows, service="zcut", size=200, out=str(tmp_path / "z2")).plan.invalid == ()
