@@ -175,6 +175,12 @@ class ClusterThrottle:
     the concurrency semaphore). Only the options are pickled, so the object can be sent to
     workers inside a task.
 
+    The lease timeout does not limit how long a request may take: the holder's process
+    refreshes its leases every ``lease_timeout / 5`` seconds for as long as its event loop
+    runs. It is how long the whole cluster waits for the places of a holder that is gone (a
+    worker that died or was removed, a release the scheduler never received); meanwhile every
+    request waits behind them. It must only exceed the longest stall of a worker's event loop.
+
     ``lease()`` blocks the calling thread while it waits. Callers inside Dask tasks should run
     the whole request seceded from the worker's thread pool (``distributed.secede``, as
     `mastcut_dask.graph` does, without rejoining) so that waiting for a lease never keeps
@@ -324,11 +330,23 @@ def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
 
 def _release_quietly(sem) -> None:
     """Give a lease back; a failure is logged (the scheduler reclaims it after its timeout)."""
+    log = _logging.getLogger(__name__)
     try:
-        sem.release()
+        released = sem.release()
     except Exception:  # noqa: BLE001 - a release must never mask the request's own outcome
-        _logging.getLogger(__name__).warning("could not release a lease of %s; the scheduler will reclaim it",
-                                            sem.name, exc_info=True)
+        loop = getattr(sem, "_loop", None)
+        if loop is not None and loop.asyncio_loop.is_closed():
+            # A start slot's timer that fired after its worker or client closed: nothing is lost
+            # that the scheduler (gone, or reclaiming on its timeout) needs back from here.
+            log.debug("lease of %s not released: its event loop is closed", sem.name)
+            return
+        log.warning("could not release a lease of %s; the scheduler will reclaim it", sem.name, exc_info=True)
+        return
+    if released is False:
+        # distributed's release() has already dropped the lease from its refresh list, so the
+        # place stays taken until the scheduler's lease timeout: say so, that stall is ours.
+        log.warning("the scheduler did not receive the release of a lease of %s; it stays taken until the "
+                    "lease timeout", sem.name)
 
 
 __all__.append("ClusterThrottle")
