@@ -557,13 +557,17 @@ def _encode_in_memory(data) -> dict[str, bytes]:
 
 
 def _write_local_files(root: str, encoded: Mapping[str, bytes]) -> None:
+    made: set[str] = set()  # each folder once: a group has ~25 objects in a dozen folders
     for key, value in encoded.items():
         parts = key.split("/")
         # Keys come from zarr for our own variable names; still, never write outside root.
         if any(part in ("", ".", "..") for part in parts):
             raise MastcutError(f"refusing zarr key {key!r}")
         path = os.path.join(root, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder = os.path.dirname(path)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
         with open(path, "wb") as fh:
             fh.write(value)
 
