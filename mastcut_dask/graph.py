@@ -1053,11 +1053,6 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
     from .services import endpoint_url
 
     endpoint_url(service_options.base_url, service, "astrocut")  # a malformed base URL fails here, not per task
-    if service_options.request_timeout >= throttle_options.lease_timeout:
-        # The scheduler would reclaim the lease of a request still running, and the cluster
-        # could then exceed the service's limit.
-        raise InvalidQueryError(f"request_timeout ({service_options.request_timeout:g} s) must be shorter than the "
-                                f"throttle's lease_timeout ({throttle_options.lease_timeout:g} s).")
     settings = RunSettings(service=service, out=_normalise_out(str(out)),
                            storage_options=tuple(sorted(dict(storage_options or {}).items())),
                            service_options=service_options, throttle_options=throttle_options)

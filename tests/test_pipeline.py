@@ -384,9 +384,6 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
     emu.reset_stats()
-    with pytest.raises(mc.InvalidQueryError, match="lease_timeout"):
-        mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path / "t"), base_url=emu.url,
-                         service_options=ServiceOptions(request_timeout=900.0))
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file), base_url=emu.url)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
