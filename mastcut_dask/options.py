@@ -56,8 +56,7 @@ class ServiceOptions:
         Seconds one try may take in all, body included (default 600, astroquery's
         ``conf.timeout``). ``read_timeout`` alone lets a server that drips a byte now and then
         hold a request, and its throttle lease, for ever; past this deadline the try is cut and
-        retried as a timeout. Keep it below `ThrottleOptions.lease_timeout` (900 s), or a lease
-        could be reclaimed while its request still runs.
+        retried as a timeout.
     max_retries : int
         Retries after the first try for 429/503/504, connection errors, timeouts and
         truncated or garbled bodies.
@@ -117,11 +116,14 @@ class ThrottleOptions:
     name : str
         Name of the distributed primitives, so every worker finds the same ones.
     lease_timeout : float
-        Seconds after which the scheduler reclaims a lease from a dead worker; must
-        exceed the longest request.
+        How long the scheduler waits for the leases of a holder that is gone (a worker that
+        died or was removed) before giving them to others; meanwhile requests wait behind
+        them. A live holder refreshes its leases every ``lease_timeout / 5`` seconds, so this
+        does not bound a request's length: it need only exceed the longest stall of a
+        worker's event loop. Default 60 s (distributed's own default is 30 s).
     """
 
     max_concurrency: int = 10
     max_rate: float = 5.0
     name: str = "mastcut-throttle"
-    lease_timeout: float = 900.0
+    lease_timeout: float = 60.0

@@ -407,9 +407,3 @@ def test_request_timeout_is_validated(bad):
 def test_max_retry_after_is_validated(bad):
     with pytest.raises(InvalidQueryError, match="max_retry_after"):
         ServiceOptions(max_retry_after=bad)
-
-
-def test_default_request_timeout_is_below_the_throttle_lease_timeout():
-    from mastcut_dask.options import ThrottleOptions
-
-    assert ServiceOptions().request_timeout < ThrottleOptions().lease_timeout
