@@ -73,6 +73,11 @@ def _serve_emulator(conn, kwargs: dict) -> None:
     from mastcut_dask.emulator import MastEmulator
 
     with MastEmulator(**kwargs) as emu:
+        try:
+            _warm(emu)
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which would wait for ever
+            conn.send(RuntimeError(f"emulator warm-up failed: {err!r}"))
+            return
         conn.send((emu.url, emu.resolver_url))
         while True:
             command = conn.recv()
@@ -88,6 +93,23 @@ def _serve_emulator(conn, kwargs: dict) -> None:
                 return
 
 
+def _warm(emu) -> None:
+    """One cutout request before any timing: the emulator's first TESS request builds its sky
+    (star catalogue, detector geometry; ~1 s, and ten concurrent first requests each build it),
+    which is the emulator starting up, not the pipeline's cost."""
+    import requests
+
+    from mastcut_dask.emulator.tess import sectors_at, tic_position
+    from mastcut_dask.services import endpoint_url
+
+    ra, dec = tic_position(307210830)
+    sector = sectors_at(ra, dec)[0].sector
+    reply = requests.get(endpoint_url(emu.url, "tesscut", "astrocut"),
+                         params={"ra": ra, "dec": dec, "x": 5, "y": 5, "sector": sector}, timeout=60)
+    reply.raise_for_status()
+    emu.reset_stats()
+
+
 class RemoteEmulator:
     """The emulator in its own process, as the real service would be: its CPU and GIL are not
     shared with the Dask scheduler and the run's driver (both in this process)."""
@@ -99,7 +121,10 @@ class RemoteEmulator:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve_emulator, args=(child, kwargs), daemon=True)
         self._proc.start()
-        self.url, self.resolver_url = self._conn.recv()
+        got = self._conn.recv()
+        if isinstance(got, Exception):
+            raise got
+        self.url, self.resolver_url = got
 
     def _ask(self, command: str):
         self._conn.send(command)
@@ -155,6 +180,10 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
         ideal = max(ideal, (n - 1) / max_rate)
     statuses = {str(k): int(v) for k, v in stats["status_counts"].items()}
     durations = [e["end"] - e["start"] for e in entries]
+    # How long a freed place stays empty: the k-th start after the first max_concurrency took
+    # the place of the k-th request to end (grace after the last byte + scheduler round trip).
+    starts, ends = np.sort([e["start"] for e in entries]), np.sort([e["end"] for e in entries])
+    gaps = starts[max_concurrency:] - ends[:len(starts) - max_concurrency]
     return {
         "workers": workers, "threads": threads, "targets": n, "max_rate": max_rate,
         "makespan": makespan, "ideal": ideal, "ratio": makespan / ideal if ideal else math.nan,
@@ -166,6 +195,9 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
                                                                        - min(e["start"] for e in entries))))
         if entries else 0.0,
         "requests": stats["requests"], "n503": statuses.get("503", 0),
+        "request_p50_ms": 1000 * float(np.median(durations)) if durations else 0.0,
+        "gap_p50_ms": 1000 * float(np.median(gaps)) if len(gaps) else 0.0,
+        "gap_p90_ms": 1000 * float(np.percentile(gaps, 90)) if len(gaps) else 0.0,
         "max_in_flight": stats["max_in_flight"], "log_in_flight": _log_in_flight(entries),
         "done": int(sum(table["status"] == "done")), "rows": len(table),
         "worker_rss_mb": sorted(rss.values()),
@@ -177,7 +209,9 @@ def _print(r: dict) -> None:
     rate = "none" if not r["max_rate"] else f"{r['max_rate']:g}/s"
     print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}: "
           f"makespan {r['makespan']:.2f} s vs ideal {r['ideal']:.2f} s ({r['ratio']:.3f} x), "
-          f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s, "
+          f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s "
+          f"(median {r['request_p50_ms']:.0f} ms), place empty between requests median {r['gap_p50_ms']:.0f} ms "
+          f"(p90 {r['gap_p90_ms']:.0f} ms), "
           f"budget utilisation {r['utilisation']:.0%}, "
           f"{r['requests']} requests, 503s {r['n503']}, "
           f"max_in_flight {r['max_in_flight']}, done {r['done']}/{r['rows']}, "
