@@ -256,6 +256,11 @@ def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult
         except MastcutError as err:
             log.info("%s: decode/store failed: %s", item.fits_path, err)
             stored.append(dataclasses.replace(item, error=_describe_error(err)))
+        except Exception as err:  # noqa: BLE001 - a bug on one file must not fail its siblings
+            # Logged with its traceback (a decoder bug wants fixing), and recorded as this
+            # product's failure: the request's other files are stored all the same.
+            log.warning("%s: decode/store failed unexpectedly", item.fits_path, exc_info=True)
+            stored.append(dataclasses.replace(item, error=_describe_error(err)))
         else:
             stored.append(dataclasses.replace(item, zarr_group=group))
     return dataclasses.replace(fetched, files=tuple(stored))

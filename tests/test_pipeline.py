@@ -464,3 +464,34 @@ def test_the_pixel_limit_is_tesscuts_alone(tmp_path):
     with pytest.raises(mc.InvalidQueryError, match="limit of 10000 pixels"):
         mc.fetch_cutouts(rows, service="tesscut", size=200, out=str(tmp_path / "t2"))
     assert mc.fetch_cutouts(rows, service="zcut", size=200, out=str(tmp_path / "z2")).plan.invalid == ()
+
+
+def test_a_bug_decoding_one_file_does_not_fail_its_siblings(emu, tmp_path, monkeypatch):
+    """fetch_and_store as a plain function: one HAPCut file whose decoding raises an unexpected
+    error is that product's failure; the request's other files are still stored."""
+    from mastcut_dask import graph
+    from mastcut_dask.targets import read_targets
+    from mastcut_dask.throttle import NullThrottle
+
+    real_decode = graph.decode
+    victim = {}
+
+    def flaky_decode(fits_path, settings):
+        if not victim:
+            victim["path"] = fits_path
+            raise ValueError("a decoder bug")
+        return real_decode(fits_path, settings)
+
+    monkeypatch.setattr(graph, "_throttle", lambda settings: NullThrottle())
+    monkeypatch.setattr(graph, "decode", flaky_decode)
+    settings = graph.RunSettings(service="hapcut", out=str(tmp_path),
+                                 service_options=ServiceOptions(base_url=emu.url, resolver_url=emu.resolver_url))
+    target = read_targets([{"id": "hap", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]}]).with_defaults(size=6).targets[0]
+    result = graph.fetch_and_store(graph.FetchRequest(target), settings)
+    assert len(result.files) == len(hapcut_cutout_files(*HAP_GOOD, 6, 6, "px")) > 1
+    failed = [f for f in result.files if f.error]
+    assert [f.fits_path for f in failed] == [victim["path"]]
+    assert failed[0].error == "ValueError: a decoder bug" and failed[0].zarr_group is None
+    tree = mc.open_cutouts(str(tmp_path))
+    stored = sorted(f.zarr_group for f in result.files if not f.error)
+    assert sorted(f"hap/{name}" for name in tree["hap"].children) == stored
