@@ -26,6 +26,7 @@ and an interrupted download leaves only a ``.part`` file that is removed.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import os
@@ -36,7 +37,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
@@ -50,7 +51,7 @@ from .exceptions import (
 from .options import ServiceOptions
 from .throttle import NullThrottle, Throttle
 
-__all__ = ["HttpResult", "perform", "backoff_delay", "get_session", "RETRY_STATUSES", "KEEP_TEMPORARY"]
+__all__ = ["HttpResult", "perform", "backoff_delay", "borrowed_session", "RETRY_STATUSES", "KEEP_TEMPORARY"]
 
 log = logging.getLogger(__name__)
 
@@ -124,29 +125,53 @@ class _Retryable(Exception):
 
 
 # ---- sessions ------------------------------------------------------------------------------
-_local = threading.local()
+#: Idle sessions a process keeps for reuse (each holds its open connections).
+MAX_IDLE_SESSIONS = 16
+_idle_sessions: list[requests.Session] = []
+_idle_lock = threading.Lock()
+_idle_pid = os.getpid()
 
 
-def get_session() -> requests.Session:
-    """This thread's `requests.Session` (connection pooling), created on first use.
+def _new_session() -> requests.Session:
+    from importlib.metadata import PackageNotFoundError, version
 
-    A session is never shared between threads or processes and never pickled; a forked
-    child gets its own.
-    """
-    pid = os.getpid()
-    session = getattr(_local, "session", None)
-    if session is None or getattr(_local, "pid", None) != pid:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            ours = version("mastcut_dask")
-        except PackageNotFoundError:  # source tree never installed
-            ours = "0"
-        session = requests.Session()
-        session.headers["User-Agent"] = f"mastcut_dask/{ours} {session.headers['User-Agent']}"
-        _local.session = session
-        _local.pid = pid
+    try:
+        ours = version("mastcut_dask")
+    except PackageNotFoundError:  # source tree never installed
+        ours = "0"
+    session = requests.Session()
+    session.headers["User-Agent"] = f"mastcut_dask/{ours} {session.headers['User-Agent']}"
     return session
+
+
+@contextlib.contextmanager
+def borrowed_session() -> Iterator[requests.Session]:
+    """A `requests.Session` for one try, lent from this process's idle ones.
+
+    A session keeps its connections open (keep-alive). Lending sessions per try rather than
+    keeping one per thread lets short-lived threads reuse connections: Dask runs each network
+    task seceded, mostly in a fresh thread, and a session per thread meant a new TCP connection
+    (and a new handler thread on the server) for two requests in three. A session is used by
+    one thread at a time, never pickled, and a forked child starts with none.
+    """
+    global _idle_pid
+    with _idle_lock:
+        if _idle_pid != os.getpid():  # forked: the parent's connections are not ours
+            _idle_sessions.clear()
+            _idle_pid = os.getpid()
+        session = _idle_sessions.pop() if _idle_sessions else None
+    if session is None:
+        session = _new_session()
+    kept = False
+    try:
+        yield session
+        with _idle_lock:
+            if len(_idle_sessions) < MAX_IDLE_SESSIONS and _idle_pid == os.getpid():
+                _idle_sessions.append(session)
+                kept = True
+    finally:
+        if not kept:  # an error mid-try, or enough idle ones: its connections go
+            session.close()
 
 
 # ---- backoff ---------------------------------------------------------------------------------
@@ -275,7 +300,15 @@ def _one_try(method: str, url: str, *, params: Params, data: Params, json_body: 
     # The deadline counts from the start of the try; before the headers arrive, the connect and
     # read timeouts bound the wait, and from then on the deadline's timer does.
     deadline = time.monotonic() + options.request_timeout
-    session = get_session()
+    with borrowed_session() as session:
+        return _try_with(session, method, url, params=params, data=data, json_body=json_body, headers=headers,
+                         options=options, dest_dir=dest_dir, tmp_prefix=tmp_prefix, max_body=max_body,
+                         deadline=deadline)
+
+
+def _try_with(session: requests.Session, method: str, url: str, *, params: Params, data: Params, json_body: Any,
+              headers: Mapping[str, str], options: ServiceOptions, dest_dir: str | None, tmp_prefix: str,
+              max_body: int, deadline: float) -> HttpResult:
     try:
         resp = session.request(method, url, params=params, data=data, json=json_body, headers=dict(headers),
                                timeout=(options.connect_timeout, options.read_timeout), stream=True)

@@ -407,3 +407,30 @@ def test_request_timeout_is_validated(bad):
 def test_max_retry_after_is_validated(bad):
     with pytest.raises(InvalidQueryError, match="max_retry_after"):
         ServiceOptions(max_retry_after=bad)
+
+
+def test_sessions_are_lent_per_try_and_reused_across_threads():
+    """Dask runs each network task in a fresh (seceded) thread: a session kept per thread would
+    open a new connection for nearly every request. Sessions are lent per try instead."""
+    import threading
+
+    from mastcut_dask.http import borrowed_session
+
+    def borrow_in_a_new_thread(box):
+        def run():
+            with borrowed_session() as session:
+                box.append(session)
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+
+    first, second = [], []
+    borrow_in_a_new_thread(first)
+    borrow_in_a_new_thread(second)
+    assert second[0] is first[0], "a later thread reuses the idle session (and its connections)"
+    with borrowed_session() as a, borrowed_session() as b:
+        assert a is not b, "two tries at once never share a session"
+    with pytest.raises(RuntimeError), borrowed_session() as broken:
+        raise RuntimeError("the try failed")
+    with borrowed_session() as after:
+        assert after is not broken, "a session whose try failed is not lent again"
