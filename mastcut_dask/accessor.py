@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .exceptions import DecodeError
+from .exceptions import DecodeError, InvalidQueryError
 
 __all__ = ["MastcutAccessor"]
 
@@ -51,6 +51,8 @@ class MastcutAccessor:
         ------
         DecodeError
             If the dataset has no valid WCS (``attrs["wcs_valid"]`` is false).
+        InvalidQueryError
+            If the file had no HDU ``hdu``.
         """
         from .decode import quiet_wcs
 
@@ -59,6 +61,8 @@ class MastcutAccessor:
         headers = self.headers()
         if hdu is None:
             hdu = 2 if self._ds.attrs.get("service") in ("TESSCut", "SPOC") else 1
+        if isinstance(hdu, bool) or not isinstance(hdu, int) or not 0 <= hdu < len(headers):
+            raise InvalidQueryError(f"hdu={hdu!r}: the file had HDUs 0 to {len(headers) - 1}.")
         return quiet_wcs(headers[hdu])
 
     def plot_frame(self, index: int = 0, *, variable: str | None = None, ax=None, **imshow_kwargs):

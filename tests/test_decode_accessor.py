@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mastcut_dask import DecodeError, aperture_photometry, image_to_xarray, tpf_to_xarray
+from mastcut_dask import DecodeError, InvalidQueryError, aperture_photometry, image_to_xarray, tpf_to_xarray
 from mastcut_dask.emulator.tess import cutout_files
 from mastcut_dask.emulator.zcut import zcut_cutout_files
 
@@ -37,6 +37,9 @@ def test_wcs_and_headers(tpf):
     broken = ds.assign_attrs(wcs_valid=False)
     with pytest.raises(DecodeError, match="no valid WCS"):
         broken.mastcut.wcs()
+    for bad in (3, -1, "2"):
+        with pytest.raises(InvalidQueryError, match="HDUs 0 to 2"):
+            ds.mastcut.wcs(bad)
     _, raw = zcut_cutout_files(189.49206, 62.20615, 10, 10, "px", survey="candels_gn_60mas")[0]
     img = image_to_xarray(raw)
     assert img.mastcut.wcs().pixel_to_world_values(2, 4) == pytest.approx(
