@@ -32,15 +32,23 @@ _FILTER_IN_NAME = re.compile(r"(?:^|[_\-.])(f\d{3,4}[a-z]{0,2})(?=[_\-.]|$)", re
 _SURVEY_IN_NAME = re.compile(r"^(.*?)_-?\d+\.\d+_-?\d+\.\d+_")
 
 
+def named_filter(header: fits.Header) -> str:
+    """FILTER, else the FILTER1/FILTER2 that is not a clear position; "" when none names one."""
+    for key in ("FILTER", "FILTER1", "FILTER2"):
+        value = header_str(header, key)
+        if value and not value.upper().startswith(("CLEAR", "N/A", "NONE")):
+            return value
+    return ""
+
+
 def band_label(header: fits.Header, index: int) -> str:
     """The band of one cutout HDU: FILTER, else the non-CLEAR FILTER1/FILTER2, else ORIG_FLE.
 
     EXTNAME is never used (ZCut writes ``CUTOUT`` for every band).
     """
-    for key in ("FILTER", "FILTER1", "FILTER2"):
-        value = header_str(header, key)
-        if value and not value.upper().startswith(("CLEAR", "N/A", "NONE")):
-            return value
+    named = named_filter(header)
+    if named:
+        return named
     orig = header_str(header, "ORIG_FLE")
     if orig:
         match = _FILTER_IN_NAME.search(orig)
@@ -169,7 +177,9 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
         coords["dec"] = (("y", "x"), sky[1], {"units": "deg"})
     attrs = _common_attrs(opened, "HAPCut")
     primary = opened.hdul[0].header
-    filt = band_label(primary, 0) if any(k in primary for k in ("FILTER", "FILTER1", "FILTER2")) else ""
+    # Not band_label: with only CLEAR wheel positions it falls back to "band0", and the file
+    # name (hst_..._f160w...) is the better witness.
+    filt = named_filter(primary)
     if not filt:
         match = _FILTER_IN_NAME.search(sci_hdu.name) or _FILTER_IN_NAME.search(opened.name or "")
         filt = match.group(1).upper() if match else ""

@@ -200,3 +200,26 @@ def test_embedded_metadata_and_flipped_rows(fmt):
     assert np.corrcoef(ref.ravel(), rows.ravel())[0, 1] > 0.5
     declared = image_to_xarray(_reencode_with_metadata(raw, fmt, {**meta, "origin": "lower"}, flip=False))
     assert declared.attrs["origin"] == "lower"
+
+
+def test_hapcut_filter_from_the_file_name_when_the_wheels_say_clear():
+    """ACS primaries carry FILTER1/FILTER2, one of them CLEAR; with both CLEAR (or no real
+    filter keyword) the band comes from the file name, never a made-up 'band0'."""
+    import io
+
+    deepfields = _hapcut()
+    name, raw = deepfields.hapcut_cutout_files(351.347812, 28.497808, 8, 8, "px")[0]
+    with fits.open(io.BytesIO(raw)) as hdul:
+        for key in ("FILTER", "FILTER1", "FILTER2"):
+            hdul[0].header.remove(key, ignore_missing=True)
+        hdul[0].header["FILTER1"] = "CLEAR1L"
+        hdul[0].header["FILTER2"] = "CLEAR2L"
+        out = io.BytesIO()
+        hdul.writeto(out)
+    ds = image_to_xarray(out.getvalue())
+    assert ds.attrs["filter"] != "band0" and ds.attrs["filter"].lower() in name.lower()
+    with fits.open(io.BytesIO(out.getvalue())) as hdul:
+        hdul[0].header["FILTER2"] = "F606W"
+        again = io.BytesIO()
+        hdul.writeto(again)
+    assert image_to_xarray(again.getvalue()).attrs["filter"] == "F606W"
