@@ -16,6 +16,7 @@ FITS card text in ``attrs["fits_headers"]`` so :func:`fits_headers` can rebuild 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -59,10 +60,16 @@ class FileLocation:
         A local path or an fsspec URL.
     storage_options : tuple of (str, object) pairs
         Passed to ``fsspec.open`` (frozen as pairs so the object stays hashable and picklable).
+    version : tuple
+        What identifies this version of the file (local: size and mtime; remote: size and
+        ETag or modification time, where the filesystem says). Part of the lazy arrays' dask
+        keys, so a file rewritten under the same name (a refetch) never answers from a
+        result computed on the old one.
     """
 
     url: str
     storage_options: tuple = ()
+    version: tuple = ()
 
     @property
     def is_local(self) -> bool:
@@ -134,10 +141,11 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
         if loc.is_local:
             # absolute, so lazy reads (and the dask keys named after the location) still mean
             # this file after a change of directory or on a worker with another cwd
-            loc = FileLocation(os.path.abspath(loc.local_path), opts)
-            path = loc.local_path
+            path = os.path.abspath(loc.local_path)
             if not os.path.isfile(path):
                 raise DecodeError(f"no such file: {path}")
+            stat = os.stat(path)
+            loc = FileLocation(path, opts, (stat.st_size, stat.st_mtime_ns))
             with open(path, "rb") as fh:
                 head = fh.read(16)
             if not head.startswith(_FITS_MAGIC):
@@ -148,6 +156,9 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
             hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
             return OpenedSource(hdul, None, loc, name, (hdul,))
         fh = loc.open()
+        details = getattr(fh, "details", None) or {}
+        loc = dataclasses.replace(loc, version=tuple(
+            str(details[k]) for k in ("size", "ETag", "LastModified", "mtime") if k in details))
         head = fh.read(16)
         fh.seek(0)
         if lazy and head.startswith(_FITS_MAGIC):

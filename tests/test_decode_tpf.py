@@ -177,6 +177,26 @@ def test_chunked_relative_path_is_read_from_where_it_was_decoded(regular, tmp_pa
     np.testing.assert_array_equal(both.values[1], eager_b.flux.values)
 
 
+def test_a_file_rewritten_under_its_name_gets_new_lazy_keys(regular, tmp_path):
+    """A refetch rewrites a TPF in place: lazy arrays of the new file must not share dask keys
+    with the old one (a persistent cluster would answer from the old file's results)."""
+    import os
+
+    name, raw = regular
+    path = tmp_path / name
+    path.write_bytes(raw)
+    old = tpf_to_xarray(path, chunks={"time": 40})
+
+    def doubled(hdul):
+        hdul[1].data["FLUX"] *= 2
+
+    path.write_bytes(_edit(raw, doubled))
+    os.utime(path, ns=(1, 1))  # same size; only the modification time tells the versions apart
+    new = tpf_to_xarray(path, chunks={"time": 40})
+    assert old.flux.data.name != new.flux.data.name
+    np.testing.assert_array_equal(new.flux.values, 2 * tpf_to_xarray(raw).flux.values)
+
+
 # ---- quirks made by editing emulator files ---------------------------------------------------
 def _set(hdul, key, value, hdus=(0, 1, 2)):
     for i in hdus:
