@@ -606,13 +606,10 @@ class _Driver:
         """
         if self.run.refresh:
             return False
-        tid, service = target.target_id, self.settings.service
+        tid = target.target_id
         state = self.states[tid]
-        rows = [r for r in self.manifest.rows_for(tid, service)
-                if r.product and r.product != LIGHTCURVE_PRODUCT and _in_scope(target, r.product)]
-        record = json.loads(state.record)
-        if not rows or not all(self.manifest.should_skip(*r.key, retry_failed=self.run.retry_failed, request=record)
-                               for r in rows):
+        rows = self._stored_rows(tid, target, state.record)
+        if not rows:
             return False
         for row in rows:
             self._row(row, write=False)
@@ -669,9 +666,16 @@ class _Driver:
         # Products not known in advance (a named sector, HAPCut): the verified products this
         # request produced before stand for it, unless one of its products failed (e.g. its
         # store task): that one is only fetched again with the whole request.
-        rows = [r for r in self.manifest.rows_for(tid, service)
-                if r.product and r.product != LIGHTCURVE_PRODUCT and _in_scope(request, r.product)]
-        if rows and all(self.manifest.should_skip(*r.key, retry_failed=retry, request=record) for r in rows):
+        return self._stored_rows(tid, request, request.record)
+
+    def _stored_rows(self, target_id: str, scope, record: str) -> list:
+        """The target's product rows within ``scope`` (its named sector or survey, if any), if
+        there are any and every one of them can be left alone for ``record``; else []."""
+        rows = [r for r in self.manifest.rows_for(target_id, self.settings.service)
+                if r.product and r.product != LIGHTCURVE_PRODUCT and _in_scope(scope, r.product)]
+        request = json.loads(record)
+        if rows and all(self.manifest.should_skip(*r.key, retry_failed=self.run.retry_failed, request=request)
+                        for r in rows):
             return rows
         return []
 
