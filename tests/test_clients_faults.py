@@ -240,31 +240,13 @@ def test_sector_reply_with_a_msg_next_to_its_results_is_accepted():
     # MAST's replies put "msg" next to "results" (HAPCut does); a sector list that carries an
     # empty or informative msg is still a sector list, as astroquery's .get("results") reads it,
     # not an unexpected reply to be retried until it fails.
-    import http.server
-    import json
-
     from mastcut_dask.clients import query_sectors
     from mastcut_dask.options import ServiceOptions
 
     rows = [{"sectorName": "tess-s0001-1-3", "sector": "1", "camera": "1", "ccd": "3"}]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps({"msg": "", "results": rows}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, url, _ = _json_server({"msg": "", "results": rows})
     try:
-        opts = ServiceOptions(base_url=f"http://127.0.0.1:{server.server_address[1]}", max_retries=0)
+        opts = ServiceOptions(base_url=url, max_retries=0)
         assert query_sectors(opts, ra=1.0, dec=2.0) == [
             {"sectorName": "tess-s0001-1-3", "sector": 1, "camera": 1, "ccd": 3}]
     finally:
