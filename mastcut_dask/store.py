@@ -76,6 +76,8 @@ STAGING_DIR = ".staging"
 #: is incomplete and is never read. The markers live outside ``cutouts.zarr`` because zarr
 #: warns about (and other readers may trip on) foreign files inside a hierarchy.
 COMMIT_DIR = ".complete"
+#: Remote manifests: each append is one small object here, folded into manifest.csv by `Manifest.flush`.
+JOURNAL_DIR = ".manifest-journal"
 
 _CHUNK = 1 << 20
 # One path component: starts with a letter or digit (so never "." / ".." / hidden / "__"
@@ -769,11 +771,15 @@ class ManifestRow:
 class Manifest:
     """The client's record of a run: ``OUT/manifest.csv``, loaded, appended, and used to resume.
 
-    Rows are appended as results arrive and handed to storage at once (local files: appended
-    and flushed to the OS, fsynced on `close`; object stores: the small file is rewritten in
-    one PUT; other fsspec remotes: rewritten under a temporary name and moved into place), so
-    a crash of the client loses at most what was in flight. A later row for the same
-    ``(target_id, service, product)`` supersedes an earlier one, both in memory and on reload.
+    Rows are appended as results arrive and handed to storage at once, so a crash of the client
+    loses at most what was in flight. Local files are appended and flushed to the OS (fsynced on
+    `close`). Remote stores cannot append: each batch of rows is written as one small object
+    under ``OUT/.manifest-journal/`` (one PUT, whatever the manifest's size), and `flush` /
+    `close` (and every ``remote_flush_interval`` seconds) rewrite ``manifest.csv`` whole and
+    remove the journal objects it now holds; loading reads ``manifest.csv`` and then the journal.
+    Rewriting the whole file on every row would send O(rows²) bytes: 20 GB for 10,000 rows.
+    A later row for the same ``(target_id, service, product)`` supersedes an earlier one, both
+    in memory and on reload.
 
     Parameters
     ----------
@@ -785,10 +791,9 @@ class Manifest:
         How `is_done` checks a stored FITS file: size and sha256 (default; reads every file,
         which on a remote store means downloading it), or size only (one metadata request).
     remote_flush_interval : float
-        Remote stores only: rewrite the file at most this often (seconds), plus on `flush` /
-        `close`. Each rewrite sends the whole file, so with many thousands of rows a small
-        interval (e.g. 1 s) trades "a crash loses what was in flight" for "... plus up to that
-        many seconds of results". 0 (default) rewrites on every append.
+        Remote stores only: fold the journal into ``manifest.csv`` at most this often
+        (seconds), plus on `flush` / `close` (default 60). Nothing recorded is lost in between:
+        the journal holds it.
 
     Examples
     --------
@@ -798,14 +803,19 @@ class Manifest:
     """
 
     def __init__(self, out: str, storage_options: Mapping[str, Any] | None = None, *,
-                 remote_flush_interval: float = 0.0, verify: str = "sha256"):
+                 remote_flush_interval: float = 60.0, verify: str = "sha256"):
         if verify not in ("sha256", "size"):
             raise InvalidQueryError(f"verify={verify!r}: use 'sha256' (read every file) or 'size' (cheap on remotes).")
         self.verify = verify
         self.out = str(out)
         self.remote_flush_interval = float(remote_flush_interval)
         self._dirty = False
-        self._last_flush: float | None = None
+        self._last_flush = time.monotonic()
+        # Journal objects this manifest has read or written (and may remove once folded in);
+        # a concurrent writer's newer ones are left alone.
+        self._journal: list[str] = []
+        self._journal_writer = uuid.uuid4().hex[:12]
+        self._journal_seq = 0
         self.storage_options = dict(storage_options or {})
         self._fs, self._root = _fs(self.out, self.storage_options)
         self._path = _join(self._root, MANIFEST_NAME)
@@ -826,20 +836,42 @@ class Manifest:
     # -- reading
     def _load(self) -> None:
         _forget_listings(self._fs, self._path)
-        if not self._fs.exists(self._path):
+        if self._fs.exists(self._path):
+            with self._fs.open(self._path, "rb") as fh:
+                self._read_rows(fh.read().decode("utf-8", errors="replace"), self._path)
+        if not self._local:
+            self._load_journal()
+
+    def _load_journal(self) -> None:
+        folder = _join(self._root, JOURNAL_DIR)
+        _forget_listings(self._fs, folder)
+        try:
+            names = sorted(self._fs.ls(folder, detail=False))
+        except FileNotFoundError:
             return
-        with self._fs.open(self._path, "rb") as fh:
-            text = fh.read().decode("utf-8", errors="replace")
+        for name in names:
+            if not posixpath.basename(name).endswith(".csv"):
+                continue
+            try:
+                text = self._fs.cat_file(name).decode("utf-8", errors="replace")
+            except FileNotFoundError:  # folded in and removed by a concurrent writer meanwhile
+                continue
+            self._read_rows(text, name, journal=True)
+            self._journal.append(name)
+
+    def _read_rows(self, text: str, where: str, *, journal: bool = False) -> None:
+        """Record the rows of one manifest (or journal object) text, in order."""
         if text and not text.endswith("\n"):
             # A crash mid-append leaves a partial last row: drop it (that result is re-fetched).
-            log.warning("manifest %s: ignoring an incomplete last line", self._path)
+            # (Object stores never show half a journal object; other remotes might.)
+            log.warning("manifest %s: ignoring an incomplete last line", where)
             text = text[: text.rfind("\n") + 1]
-            self._torn = True
+            self._torn = self._torn or not journal
         # newline="" keeps line breaks inside quoted fields (multi-line error messages) intact.
         # strict: a row cut inside a quoted field is an error, not a row with half a message.
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         if reader.fieldnames is not None and list(reader.fieldnames) != list(MANIFEST_COLUMNS):
-            raise MastcutError(f"{self._path} does not have the manifest columns {', '.join(MANIFEST_COLUMNS)}; "
+            raise MastcutError(f"{where} does not have the manifest columns {', '.join(MANIFEST_COLUMNS)}; "
                                "choose another output location.")
         while True:
             try:
@@ -849,13 +881,13 @@ class Manifest:
             except csv.Error as err:
                 # Only a killed writer's last row can be malformed; anything after it is lost
                 # to this run's records (and so fetched again), never misread.
-                log.warning("manifest %s: stopping at line %d: %s", self._path, reader.line_num, err)
-                self._torn = True
+                log.warning("manifest %s: stopping at line %d: %s", where, reader.line_num, err)
+                self._torn = self._torn or not journal
                 break
             try:
                 row = ManifestRow.from_csv(record)
             except (InvalidQueryError, ValueError, TypeError) as err:
-                log.warning("manifest %s line %d ignored: %s", self._path, reader.line_num, err)
+                log.warning("manifest %s line %d ignored: %s", where, reader.line_num, err)
                 continue
             self._put(row)
 
@@ -944,7 +976,8 @@ class Manifest:
             self._put(row)
         if not self._local:
             self._dirty = True
-            if self._last_flush is None or time.monotonic() - self._last_flush >= self.remote_flush_interval:
+            self._write_journal(rows)
+            if time.monotonic() - self._last_flush >= self.remote_flush_interval:
                 self.flush()
 
     def _merged(self, rows: list[ManifestRow]) -> list[ManifestRow]:
@@ -971,10 +1004,18 @@ class Manifest:
                 with open(self._path, "rb+") as fh:
                     os.fsync(fh.fileno())
             return
-        if self._dirty:
+        if self._dirty or self._journal:
             self._rewrite_remote()
             self._dirty = False
             self._last_flush = time.monotonic()
+            done, self._journal = self._journal, []
+            if done:
+                # Only after manifest.csv holds their rows; a crash in between leaves objects
+                # whose rows are already in the file, read again harmlessly.
+                try:
+                    self._fs.rm(done)
+                except FileNotFoundError:
+                    pass
 
     def close(self) -> None:
         """Flush; the manifest stays readable in memory."""
@@ -1015,6 +1056,19 @@ class Manifest:
         except BaseException:
             _remove_quietly(self._fs, tmp)
             raise
+
+    def _write_journal(self, rows: list[ManifestRow]) -> None:
+        """One object with ``rows`` under the journal folder (name sorts by time, then writer)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_csv())
+        self._journal_seq += 1
+        name = _join(self._root, f"{JOURNAL_DIR}/{time.time_ns():020d}-{self._journal_writer}-"
+                                 f"{self._journal_seq:08d}.csv")
+        self._fs.pipe_file(name, buf.getvalue().encode("utf-8"))
+        self._journal.append(name)
 
     def _rewrite_remote(self) -> None:
         buf = io.StringIO()

@@ -100,6 +100,12 @@ def test_write_resume_and_open_cutouts_over_s3(s3_out):
     root = out[len("s3://"):]
     assert fs.cat(f"{root}/fits/tesscut/tic_2/{TESS_FILE}") == payloads["tic_2"]
     assert not fs.exists(f"{root}/.staging") or fs.ls(f"{root}/.staging") == []
+    # Before close: each append is one journal object, and a reader sees every row.
+    assert len(fs.ls(f"{root}/.manifest-journal")) == 3
+    assert Manifest(out, storage_options=options).rows == manifest.rows
+    manifest.close()  # folds the journal into manifest.csv
+    fs.invalidate_cache()
+    assert not fs.exists(f"{root}/.manifest-journal") or fs.ls(f"{root}/.manifest-journal") == []
     text = fs.cat(f"{root}/manifest.csv").decode()
     assert text.splitlines()[0] == "target_id,service,product,status,fits_path,zarr_group,n_bytes,sha256,error"
     assert len(text.splitlines()) == 4
@@ -174,15 +180,34 @@ def test_read_targets_from_s3(s3_out):
     assert [bad.row for bad in tl.invalid] == [3]
 
 
-def test_remote_flush_interval_batches_rewrites_until_flush(s3_out):
+def test_remote_appends_cost_one_small_object_each_until_flush(s3_out):
+    """Rewriting manifest.csv on every row would send O(rows^2) bytes; each append is one
+    journal object instead, folded in on flush, and nothing recorded is ever out of sight."""
     out, options = s3_out
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    root = out[len("s3://"):]
     rows = [ManifestRow(f"t{i}", "zcut", status="no_coverage") for i in range(5)]
     with Manifest(out, storage_options=options, remote_flush_interval=3600) as manifest:
-        manifest.append(rows[0])  # the first append always goes out
-        for row in rows[1:]:
+        for row in rows:
             manifest.append(row)
-        assert len(Manifest(out, storage_options=options)) == 1
+        assert not fs.exists(f"{root}/manifest.csv")
+        sizes = [len(fs.cat(name)) for name in fs.ls(f"{root}/.manifest-journal")]
+        assert len(sizes) == 5 and max(sizes) < 200  # a header and one row each
+        assert Manifest(out, storage_options=options).rows == rows  # e.g. after a crash here
+    fs.invalidate_cache()
     assert Manifest(out, storage_options=options).rows == rows
+    assert fs.cat(f"{root}/manifest.csv").decode().count("\n") == 6
+    assert not fs.exists(f"{root}/.manifest-journal") or fs.ls(f"{root}/.manifest-journal") == []
+
+
+def test_a_row_journaled_after_the_last_fold_supersedes_the_file(s3_out):
+    out, options = s3_out
+    first = Manifest(out, storage_options=options)
+    first.append(ManifestRow("t1", "zcut", status="failed", error="503"))
+    first.close()
+    later = Manifest(out, storage_options=options, remote_flush_interval=3600)
+    later.append(ManifestRow("t1", "zcut", status="no_coverage"))  # journaled, not folded: a crash
+    assert [r.status for r in Manifest(out, storage_options=options).rows] == ["no_coverage"]
 
 
 def test_clean_staging_on_s3(s3_out):
