@@ -665,7 +665,7 @@ class _Driver:
             return []
         # Products not known in advance (a named sector, HAPCut): the verified products this
         # request produced before stand for it, unless one of its products failed (e.g. its
-        # store task): that one is only fetched again with the whole request.
+        # decoding): that one is only fetched again with the whole request.
         return self._stored_rows(tid, request, request.record)
 
     def _stored_rows(self, target_id: str, scope, record: str) -> list:

@@ -183,8 +183,8 @@ class ClusterThrottle:
 
     ``lease()`` blocks the calling thread while it waits. Callers inside Dask tasks should run
     the whole request seceded from the worker's thread pool (``distributed.secede``, as
-    `mastcut_dask.graph` does, without rejoining) so that waiting for a lease never keeps
-    decode and store tasks from running.
+    `mastcut_dask.graph` does, rejoining only after the bytes are in) so that waiting for a
+    lease never keeps decode and store work from running.
 
     Parameters
     ----------

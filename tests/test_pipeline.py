@@ -404,7 +404,7 @@ def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client
     first = mc.fetch_cutouts(targets, **kwargs).compute()
     assert set(first["status"]) == {"done"} and len(first) > 1
     victim = first[0]
-    # As a run whose store task failed for this one product leaves it.
+    # As a run whose decoding or storing failed for this one product leaves it.
     Manifest(kwargs["out"]).append(ManifestRow("hap_good", "hapcut", victim["product"], "failed",
                                                fits_path=victim["fits_path"], error="DecodeError: broken"))
     emu.reset_stats()
