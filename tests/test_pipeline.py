@@ -495,3 +495,42 @@ def test_a_bug_decoding_one_file_does_not_fail_its_siblings(emu, tmp_path, monke
     tree = mc.open_cutouts(str(tmp_path))
     stored = sorted(f.zarr_group for f in result.files if not f.error)
     assert sorted(f"hap/{name}" for name in tree["hap"].children) == stored
+
+
+def _probe_store(dask_worker=None):
+    """On a worker: record, for each store call, whether its thread is one of the worker's pool."""
+    import threading
+
+    from mastcut_dask import graph
+
+    seen: list = []
+    real = graph.store
+
+    def probe(*args, **kwargs):
+        seen.append(threading.current_thread() in dask_worker.executors["default"]._threads)
+        return real(*args, **kwargs)
+
+    graph.store, graph._probe_seen = probe, seen
+
+
+def _probed(dask_worker=None):
+    from mastcut_dask import graph
+
+    return list(graph._probe_seen)
+
+
+def test_decode_and_store_run_back_in_the_worker_pool(emu, tmp_path):
+    """Fetch tasks wait and download seceded; they rejoin the thread pool before decoding and
+    storing, so a worker never decodes more cutouts at once than it has threads."""
+    position = tic_position(6004)
+    sector = sectors_at(*position)[0].sector
+    targets = [{"id": f"t{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
+               for i in range(4)]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
+        c.run(_probe_store)
+        table = mc.fetch_cutouts(targets, out=str(tmp_path / "p"), base_url=emu.url, resolver_url=emu.resolver_url,
+                                 max_rate=0, client=c, progress=False).compute()
+        seen = sum(c.run(_probed).values(), [])
+    assert set(table["status"]) == {"done"}
+    assert len(seen) == len(table) and all(seen), seen
