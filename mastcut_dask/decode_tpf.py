@@ -82,12 +82,17 @@ def table_columns(header: fits.Header) -> list[tuple[str, int, str]]:
 
 def find_pixels_hdu(hdul: fits.HDUList) -> fits.BinTableHDU | None:
     """The PIXELS binary table of a TPF (FLUX and QUALITY columns), or ``None``."""
+    return _find_pixels(hdul)[0]
+
+
+def _find_pixels(hdul: fits.HDUList) -> tuple[fits.BinTableHDU | None, list[tuple[str, int, str]]]:
+    """The PIXELS table and its `table_columns` (read once: each card costs astropy a parse)."""
     for hdu in hdul:
         if isinstance(hdu, fits.BinTableHDU):
-            names = {name.upper() for name, _, _ in table_columns(hdu.header)}
-            if {"FLUX", "QUALITY"} <= names:
-                return hdu
-    return None
+            columns = table_columns(hdu.header)
+            if {"FLUX", "QUALITY"} <= {name.upper() for name, _, _ in columns}:
+                return hdu, columns
+    return None, []
 
 
 def _describe(hdul: fits.HDUList) -> str:
@@ -274,11 +279,10 @@ def _direct_table(opened: OpenedSource, layout: np.dtype | None, offset: int | N
 def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
     """Build the dataset of one TPF from an opened source (see :func:`~mastcut_dask.decode.tpf_to_xarray`)."""
     hdul = opened.hdul
-    pixels = find_pixels_hdu(hdul)
+    pixels, pix_columns = _find_pixels(hdul)
     if pixels is None:
         raise DecodeError(f"{opened.name or 'input'} is not a target pixel file: no binary table with "
                           f"FLUX and QUALITY columns (HDUs: {_describe(hdul)})")
-    pix_columns = table_columns(pixels.header)
     colnames = {name.upper(): name for name, _, _ in pix_columns}
     if "TIME" not in colnames:
         raise DecodeError(f"{opened.name or 'input'} is not a target pixel file: the PIXELS table "
@@ -386,7 +390,7 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
                              {"long_name": "pixel collected (on the detector)", "source": "APERTURE HDU"})
     attrs = _identity_attrs(primary, opened, ffi_names, quirks)
     attrs["moving"] = bool(moving)
-    column_wcs = _column_wcs_state(pix_hdr, colnames, pixels)
+    column_wcs = _column_wcs_state(pix_hdr, index_of)
     if column_wcs == "malformed":
         quirks.append("column_wcs_malformed")
     attrs["column_wcs"] = column_wcs
@@ -409,7 +413,7 @@ def build_tpf_dataset(opened: OpenedSource, *, chunks=None) -> xr.Dataset:
         for key in ("target_x", "target_y"):
             attrs.pop(key, None)
 
-    ccd_origin = _ccd_origin(pix_hdr, colnames, pixels)
+    ccd_origin = _ccd_origin(pix_hdr, index_of)
     if ccd_origin is not None:
         col0, row0 = ccd_origin
         jj, ii = np.meshgrid(np.arange(nx, dtype=np.int32), np.arange(ny, dtype=np.int32))
@@ -496,14 +500,14 @@ def _identity_attrs(primary: fits.Header, opened: OpenedSource, ffi_names: list[
     return attrs
 
 
-def _flux_column_index(colnames: dict, pixels) -> list[int]:
-    names = [name.upper() for name, _, _ in table_columns(pixels.header)]
-    return [names.index(c) + 1 for c in ("FLUX", "RAW_CNTS") if c in names]
+def _flux_column_index(index_of: dict[str, int]) -> list[int]:
+    """1-based numbers of the FLUX and RAW_CNTS columns (``index_of``: upper-case name → number)."""
+    return [index_of[c] for c in ("FLUX", "RAW_CNTS") if c in index_of]
 
 
-def _column_wcs_state(pix_hdr: fits.Header, colnames: dict, pixels) -> str:
+def _column_wcs_state(pix_hdr: fits.Header, index_of: dict[str, int]) -> str:
     """``"valid"``, ``"malformed"`` or ``"absent"`` for the per-column celestial WCS."""
-    for n in _flux_column_index(colnames, pixels):
+    for n in _flux_column_index(index_of):
         keys = [f"1CTYP{n}", f"2CTYP{n}", f"1CRVL{n}", f"1CRVAL{n}", f"11PC{n}", f"WCAX{n}"]
         if not any(k in pix_hdr for k in keys):
             continue
@@ -524,9 +528,9 @@ def _column_wcs_state(pix_hdr: fits.Header, colnames: dict, pixels) -> str:
     return "absent"
 
 
-def _ccd_origin(pix_hdr: fits.Header, colnames: dict, pixels) -> tuple[int, int] | None:
+def _ccd_origin(pix_hdr: fits.Header, index_of: dict[str, int]) -> tuple[int, int] | None:
     """(column, row) of cutout pixel [0, 0] on the CCD from 1CRVnP/2CRVnP, when present."""
-    for n in [5, 4, *_flux_column_index(colnames, pixels)]:
+    for n in [5, 4, *_flux_column_index(index_of)]:
         col, row = header_int(pix_hdr, f"1CRV{n}P"), header_int(pix_hdr, f"2CRV{n}P")
         if col is not None and row is not None:
             crp_c, crp_r = header_int(pix_hdr, f"1CRP{n}P") or 1, header_int(pix_hdr, f"2CRP{n}P") or 1
