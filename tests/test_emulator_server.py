@@ -261,6 +261,25 @@ def test_503_page_and_reason_phrase():
         holder.join()
 
 
+def test_a_request_stops_counting_once_its_last_byte_is_out(monkeypatch):
+    """A client that has read a whole reply may start its next request at once, however long
+    the server's handler thread then takes to finish (on a loaded machine: the GIL, the CPU)."""
+    handler_done = threading.Event()
+    record = MastEmulator._record
+
+    def slow_record(self, *args):
+        handler_done.wait(5)  # the handler is held up after its last byte, until released below
+        record(self, *args)
+
+    monkeypatch.setattr(MastEmulator, "_record", slow_record)
+    with MastEmulator(max_concurrency=1) as emu:
+        first = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)  # all bytes read
+        with requests.Session() as other:  # another connection: its own handler thread
+            second = other.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
+        handler_done.set()
+    assert (first.status_code, second.status_code) == (200, 200)
+
+
 def test_retry_after_on_503_when_asked():
     with MastEmulator(max_rate=0.2, retry_after=2.5) as emu:
         first = requests.get(emu.resolver_url, params={"name": "M1"}, timeout=10)
