@@ -84,6 +84,14 @@ def test_fetch_command_against_emulate_process(served, tmp_path):
     assert again.returncode == 0, again.stderr
     assert _cutout_requests(base) == before, "the second run sent no cutout request"
 
+    n_log = len(requests.get(base + "/emulator/log", timeout=30).json())
+    refreshed = _fetch([str(targets), "--service", "tesscut", "--size", "5", "--out", str(out), "--refresh"],
+                       base, resolver)
+    assert refreshed.returncode == 0, refreshed.stderr
+    asked = requests.get(base + "/emulator/log", timeout=30).json()[n_log:]
+    assert any(e["path"].endswith("/sector") for e in asked), "--refresh asks for the sectors again"
+    assert _cutout_requests(base) == before, "...and still fetches nothing it has"
+
 
 def test_fetch_exit_status_is_nonzero_when_a_row_failed(served, tmp_path):
     base, resolver = served
