@@ -121,9 +121,10 @@ def _json_validator(expected: str):
         # A sector reply may carry a "msg": next to its "results" list (as HAPCut sends them), or
         # alone when MAST has nothing for the position. astroquery reads .get("results", []) and
         # so takes the latter for "no sector"; it is an outcome, not a garbled reply to retry.
-        if expected == "results" and kind == "nodata" and obj.get("results") is None:
+        # A survey reply with only a "msg" is read the same way.
+        if kind == "nodata" and obj.get(expected) is None:
             return
-        if kind != expected and not (expected == "results" and isinstance(obj.get("results"), list)):
+        if kind != expected and not isinstance(obj.get(expected), list):
             raise UnexpectedResponseError(f"{result.url} sent a {kind!r} reply where {expected!r} was expected",
                                           url=result.url)
     return validate
@@ -187,7 +188,8 @@ def query_surveys(options: ServiceOptions, *, ra: float, dec: float, radius: flo
     Returns
     -------
     list of str
-        Survey names, in the service's order.
+        Survey names, in the service's order; empty when none covers the position, including
+        a reply that only carries a ``msg`` (logged at INFO level).
     """
     url = endpoint_url(options.base_url, "zcut", "survey")
     with _about(f"({ra}, {dec})"):
@@ -195,8 +197,11 @@ def query_surveys(options: ServiceOptions, *, ra: float, dec: float, radius: flo
                          headers={"Accept": "application/json"}, validate=_json_validator("surveys"),
                          max_body=64 * 1024 * 1024)
     _, obj = parse_json(result.content or b"", url=result.url)
-    surveys = obj["surveys"]
-    if not all(isinstance(s, str) for s in surveys):
+    surveys = obj.get("surveys")
+    if surveys is None:
+        log.info("No ZCut survey at (%s, %s): the service says %r", ra, dec, obj.get("msg"))
+        return []
+    if not isinstance(surveys, list) or not all(isinstance(s, str) for s in surveys):
         raise UnexpectedResponseError(f"Non-string survey names from {result.url}", url=result.url)
     return list(surveys)
 

@@ -321,6 +321,26 @@ def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch,
         assert len(table) == len(theirs) == 0
 
 
+def test_survey_reply_with_only_a_msg_is_no_survey(caplog):
+    """As for sectors: a survey reply that only carries a "msg" is "nothing here", answered at
+    once, not a garbled reply retried until it fails (discovery: no_coverage, not failed)."""
+    from mastcut_dask.clients import query_surveys
+    from mastcut_dask.options import ServiceOptions
+
+    server, url, hits = _json_server({"msg": "No survey covers this position."})
+    try:
+        opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
+        with caplog.at_level("INFO", logger="mastcut_dask.clients"):
+            assert query_surveys(opts, ra=1.0, dec=2.0) == []
+        assert "No survey covers this position." in caplog.text
+        with pytest.warns(NoResultsWarning):
+            assert ZcutClass(base_url=url, max_retries=3, backoff_base=0.01).get_surveys(coordinates=C) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hits == ["/zcut/api/v0.1/survey"] * 2
+
+
 def test_sector_reply_with_a_non_list_results_is_still_refused():
     from mastcut_dask.clients import query_sectors
     from mastcut_dask.options import ServiceOptions
