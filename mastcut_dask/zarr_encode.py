@@ -9,7 +9,7 @@ The variables and attributes go through xarray's own zarr encoders first (the sa
 ``to_zarr`` uses: coordinates attribute, CF encoding, fill values, string types), so the
 result is the group ``to_zarr(..., zarr_format=3)`` writes, object for object; the tests check
 that against ``to_zarr`` itself. Those encoders are xarray internals: if a future xarray moves
-them, `encode_dataset` falls back to ``to_zarr`` (slower, same result).
+them (or zarr its ``sync``), `encode_dataset` falls back to ``to_zarr`` (slower, same result).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def encode_dataset(ds) -> dict[str, bytes]:
 
     mapping: dict = {}
     try:
-        plan = _encoded_variables(ds)
-    except ImportError:  # pragma: no cover - only with an xarray that reorganised its internals
-        log.debug("xarray's zarr encoders moved; using Dataset.to_zarr", exc_info=True)
-        ds.to_zarr(MemoryStore(store_dict=mapping), mode="w", zarr_format=3, consolidated=False)
-    else:
         from zarr.core.sync import sync
 
+        plan = _encoded_variables(ds)
+    except ImportError:  # pragma: no cover - only with an xarray or zarr that moved these internals
+        log.debug("xarray's zarr encoders or zarr's sync moved; using Dataset.to_zarr", exc_info=True)
+        ds.to_zarr(MemoryStore(store_dict=mapping), mode="w", zarr_format=3, consolidated=False)
+    else:
         sync(_write_group(MemoryStore(store_dict=mapping), *plan))
     return {key: value.to_bytes() for key, value in mapping.items()}
 
