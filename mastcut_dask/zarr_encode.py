@@ -45,7 +45,7 @@ def encode_dataset(ds) -> dict[str, bytes]:
         from zarr.core.sync import sync
 
         plan = _encoded_variables(ds)
-    except ImportError:  # pragma: no cover - only with an xarray or zarr that moved these internals
+    except ImportError:  # only with an xarray or zarr that moved these internals
         log.debug("xarray's zarr encoders or zarr's sync moved; using Dataset.to_zarr", exc_info=True)
         ds.to_zarr(MemoryStore(store_dict=mapping), mode="w", zarr_format=3, consolidated=False)
     else:
