@@ -973,7 +973,8 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
                   client: Any = None, lightcurve: Any = None, retry_failed: bool = False, refresh: bool = False,
                   progress: bool = True, storage_options: Mapping[str, Any] | None = None,
                   n_workers: int | None = None, threads_per_worker: int | None = None,
-                  service_options: ServiceOptions | None = None) -> CutoutRun:
+                  service_options: ServiceOptions | None = None,
+                  lease_timeout: float | None = None) -> CutoutRun:
     """Plan a survey-scale cutout run on Dask; nothing is fetched until ``.compute()``.
 
     Parameters
@@ -997,6 +998,10 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         Requests in flight, cluster-wide.
     max_rate : float
         Request starts per second, cluster-wide; 0 = no rate limit.
+    lease_timeout : float, optional
+        Seconds the cluster waits for the request places of a worker that died before giving
+        them to others (default `ThrottleOptions.lease_timeout`, 60 s). Live workers refresh
+        their places, so this does not bound a request's length.
     client : distributed.Client or str, optional
         A Client, or a scheduler address (``"tcp://host:8786"``) to connect to for this run.
         Default: the current Client, else a LocalCluster of processes started and closed by the run.
@@ -1045,6 +1050,8 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidQueryError(f"{label} must be a positive whole number, got {value!r}.")
     throttle_options = ThrottleOptions(max_concurrency=max_concurrency, max_rate=max_rate)
+    if lease_timeout is not None:
+        throttle_options = dataclasses.replace(throttle_options, lease_timeout=lease_timeout)
     from .throttle import ClusterThrottle
 
     ClusterThrottle(throttle_options)  # validates the limits on the client, before anything runs

@@ -208,7 +208,8 @@ class ClusterThrottle:
             raise _InvalidQueryError(f"max_rate must be a number, got {options.max_rate!r}.") from None
         if not _math.isfinite(rate) or rate < 0:
             raise _InvalidQueryError(f"max_rate must be a finite number >= 0 (0 = no limit), got {options.max_rate!r}.")
-        if not _math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
+        if isinstance(options.lease_timeout, bool) or not isinstance(options.lease_timeout, (int, float)) \
+                or not _math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
             raise _InvalidQueryError(f"lease_timeout must be a positive number of seconds, got {options.lease_timeout!r}.")
         self.options = options
         self._lock = _threading.Lock()

@@ -384,6 +384,9 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
     emu.reset_stats()
+    for bad in (0, -1.0, float("inf"), "60"):
+        with pytest.raises(mc.InvalidQueryError, match="lease_timeout"):
+            mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path / "t"), base_url=emu.url, lease_timeout=bad)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file), base_url=emu.url)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
@@ -534,3 +537,35 @@ def test_decode_and_store_run_back_in_the_worker_pool(emu, tmp_path):
         seen = sum(c.run(_probed).values(), [])
     assert set(table["status"]) == {"done"}
     assert len(seen) == len(table) and all(seen), seen
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
+    """A worker process dies while it holds request places: Dask runs its tasks again elsewhere,
+    the places come back after lease_timeout, and every target still ends done, within the limit."""
+    import os
+    import signal
+
+    position = tic_position(6005)
+    sector = sectors_at(*position)[0].sector
+    targets = [{"id": f"k{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
+               for i in range(16)]
+    import dask
+
+    # The scheduler looks for expired leases every 10 s by default; a 2 s lease wants a closer look.
+    with dask.config.set({"distributed.scheduler.locks.lease-validation-interval": "200ms"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    with MastEmulator(max_cadences=20, latency=0.5, max_concurrency=4) as slow, cluster, distributed.Client(cluster) as c:
+        run = mc.fetch_cutouts(targets, out=str(tmp_path / "k"), base_url=slow.url, resolver_url=slow.resolver_url,
+                               max_concurrency=4, max_rate=0, lease_timeout=2.0, client=c, progress=False).persist()
+        deadline = time.monotonic() + 60
+        while slow.stats()["in_flight"] < 2:  # requests from (most likely) both workers are under way
+            if time.monotonic() > deadline:
+                pytest.fail("no request started")
+            time.sleep(0.02)
+        victim = sorted(c.scheduler_info()["workers"])[0]
+        os.kill(c.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)  # no goodbye to anyone
+        table = run.compute()
+    assert len(table) == 16 and set(table["status"]) == {"done"}, list(table["status"])
+    stats = slow.stats()
+    assert stats["max_in_flight"] <= 4
+    assert stats["status_counts"].get(503, 0) == 0
