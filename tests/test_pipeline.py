@@ -20,7 +20,7 @@ from mastcut_dask.emulator.tess import moving_sectors, sectors_at, tic_position
 from mastcut_dask.emulator.zcut import zcut_surveys_at
 from mastcut_dask.options import ServiceOptions, ThrottleOptions
 from mastcut_dask.resolve import resolve_name
-from mastcut_dask.store import ZARR_NAME, Manifest, product_name
+from mastcut_dask.store import Manifest, product_name
 from mastcut_dask.throttle import ClusterThrottle
 
 distributed = pytest.importorskip("distributed")
@@ -42,6 +42,14 @@ def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         yield c
+
+
+def _one_sector_targets(tic: int, n: int, prefix: str) -> list[dict]:
+    """``n`` positions 3.6" apart near an emulator star, each naming its first sector (one request each)."""
+    position = tic_position(tic)
+    sector = sectors_at(*position)[0].sector
+    return [{"id": f"{prefix}{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
+            for i in range(n)]
 
 
 def _products(ccds) -> set[str]:
@@ -314,10 +322,7 @@ def _pending_acquires(name: str, dask_scheduler=None) -> int:
 
 def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
     """One worker with one thread: while fetch tasks wait for leases, other tasks still run."""
-    position = tic_position(777)
-    sector = sectors_at(*position)[0].sector
-    targets = [{"id": f"t{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
-               for i in range(3)]
+    targets = _one_sector_targets(777, 3, "t")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         budget = ClusterThrottle(ThrottleOptions(max_concurrency=2, max_rate=0))
@@ -525,10 +530,7 @@ def _probed(dask_worker=None):
 def test_decode_and_store_run_back_in_the_worker_pool(emu, tmp_path):
     """Fetch tasks wait and download seceded; they rejoin the thread pool before decoding and
     storing, so a worker never decodes more cutouts at once than it has threads."""
-    position = tic_position(6004)
-    sector = sectors_at(*position)[0].sector
-    targets = [{"id": f"t{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
-               for i in range(4)]
+    targets = _one_sector_targets(6004, 4, "t")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         c.run(_probe_store)
@@ -545,10 +547,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
     import os
     import signal
 
-    position = tic_position(6005)
-    sector = sectors_at(*position)[0].sector
-    targets = [{"id": f"k{i}", "ra": position[0], "dec": position[1] + i * 1e-3, "sector": sector}
-               for i in range(16)]
+    targets = _one_sector_targets(6005, 16, "k")
     import dask
 
     # The scheduler looks for expired leases every 10 s by default; a 2 s lease wants a closer look.
