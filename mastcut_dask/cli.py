@@ -23,7 +23,7 @@ def _add_emulate(sub) -> None:
                                    "until SIGINT or SIGTERM.")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: chosen by the OS)")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds from each request to its reply")
     p.add_argument("--latency-jitter", type=float, default=0.0,
                    help="extra latency, uniform in [0, J] seconds")
     p.add_argument("--bandwidth", type=float, default=None, help="body bytes per second per request")

@@ -434,3 +434,29 @@ def test_moving_target_name_cannot_inject_response_headers(emulator):
     disposition = r.headers["Content-Disposition"]
     assert "\r" not in disposition and "\n" not in disposition
     assert disposition.count('"') == 2
+
+
+def test_the_reply_is_built_while_the_latency_runs(monkeypatch):
+    """A request takes `latency` seconds from arrival to reply, the emulator's own work
+    included: the product is built during the wait, not after it."""
+    from mastcut_dask.emulator import server
+
+    built = threading.Event()
+    route, is_archive = server.ROUTES["/Santa-war/query"]
+
+    def watched(emu, params):
+        built.set()
+        return route(emu, params)
+
+    monkeypatch.setitem(server.ROUTES, "/Santa-war/query", (watched, is_archive))
+    with MastEmulator(latency=2.0) as emu:
+        answers = []
+        client = threading.Thread(target=lambda: answers.append(
+            requests.get(emu.resolver_url, params={"name": "M1", "outputFormat": "json"}, timeout=30)))
+        client.start()
+        assert built.wait(1.5), "the reply was not built until the latency was over"
+        assert not answers  # ... and it is not sent before
+        client.join()
+        (entry,) = emu.request_log()
+    assert answers[0].status_code == 200
+    assert entry["end"] - entry["start"] >= 2.0

@@ -30,8 +30,9 @@ Limits, checked when a service request arrives, before anything else is done for
 * ``max_concurrency`` requests in flight at most; one more gets ``503 Service Temporarily
   Unavailable`` at once;
 * ``max_rate`` request starts per second at most (sliding one-second window), likewise 503;
-* ``latency`` seconds (plus uniform ``latency_jitter``) are waited before the reply, and the
-  body is sent at ``bandwidth`` bytes per second if given.
+* a reply goes out ``latency`` seconds (plus uniform ``latency_jitter``) after its request
+  was admitted: the reply is built meanwhile, so the emulator's own work does not add to the
+  latency unless it takes longer; the body is sent at ``bandwidth`` bytes per second if given.
 
 Faults (:mod:`.faults`) are drawn per admitted request from a seeded generator. Every request
 is logged (start, end, method, path, params, status, bytes, fault, cpu_s: the handler thread's
@@ -350,7 +351,7 @@ class MastEmulator:
     port : int
         TCP port; 0 lets the OS choose.
     latency : float
-        Seconds added to every service request before its reply.
+        Seconds from a service request's admission to its reply (built meanwhile).
     max_concurrency : int
         Requests allowed in flight; one more gets an immediate 503.
     max_rate : float, optional
@@ -663,9 +664,10 @@ class MastEmulator:
         if self.latency_jitter:
             with self._lock:
                 delay += self._jitter_rng.uniform(0.0, self.latency_jitter)
-        if delay and self._stop.wait(delay):
-            h.close_connection = True
-            return
+        # The reply is built while the latency runs and sent when it is over, so a request
+        # takes `delay` seconds whatever the host's load (or longer, if building takes longer):
+        # the emulator's own CPU time must not inflate the service time a benchmark measures.
+        reply_at = time.monotonic() + delay
 
         if isinstance(params, BadRequest):
             reply = Reply.json({"msg": str(params)}, status=400)
@@ -692,6 +694,10 @@ class MastEmulator:
                 reply.headers["Content-Disposition"] = f'attachment; filename="{reply.zip_name}"'
         if fault in ("truncate", "reset"):
             self._inject(entry, fault)
+        wait = reply_at - time.monotonic()
+        if wait > 0 and self._stop.wait(wait):
+            h.close_connection = True
+            return
         self._reply_status(entry, reply.status)
         if fault in ("truncate", "reset"):
             entry["bytes"] = self._send_broken(h, reply, reset=(fault == "reset"))
