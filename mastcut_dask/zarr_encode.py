@@ -2,8 +2,11 @@
 
 ``Dataset.to_zarr`` calls zarr's synchronous API once per array, attribute update and chunk:
 about 40 hand-offs to zarr's event-loop thread for one TESS cutout, which cost more CPU than
-the encoding itself. `encode_dataset` does the same work with zarr's asynchronous API in one
-hand-off: every array is created and written concurrently inside a single coroutine.
+the encoding itself. `encode_dataset` does the same work with zarr's asynchronous API in a
+single coroutine, run to completion in the calling thread on a private event loop whose
+executor runs submitted work inline: the store is in memory and the chunks are small, so
+zarr's hand-offs of each codec call to a thread pool would cost more than the codecs, and on a
+busy Dask worker each thread hand-off also waits for the GIL.
 
 The variables and attributes go through xarray's own zarr encoders first (the same functions
 ``to_zarr`` uses: coordinates attribute, CF encoding, fill values, string types), so the
@@ -15,7 +18,9 @@ them (or zarr its ``sync``), `encode_dataset` falls back to ``to_zarr`` (slower,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import queue
 from typing import Any
 
 import numpy as np
@@ -42,15 +47,55 @@ def encode_dataset(ds) -> dict[str, bytes]:
 
     mapping: dict = {}
     try:
-        from zarr.core.sync import sync
-
         plan = _encoded_variables(ds)
-    except ImportError:  # only with an xarray or zarr that moved these internals
-        log.debug("xarray's zarr encoders or zarr's sync moved; using Dataset.to_zarr", exc_info=True)
+    except ImportError:  # only with an xarray that moved these internals
+        log.debug("xarray's zarr encoders moved; using Dataset.to_zarr", exc_info=True)
         ds.to_zarr(MemoryStore(store_dict=mapping), mode="w", zarr_format=3, consolidated=False)
     else:
-        sync(_write_group(MemoryStore(store_dict=mapping), *plan))
+        _run_inline(_write_group(MemoryStore(store_dict=mapping), *plan))
     return {key: value.to_bytes() for key, value in mapping.items()}
+
+
+class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """An executor that runs each call at once in the submitting thread (for `_run_inline`).
+
+    A ThreadPoolExecutor subclass only because asyncio accepts nothing else as a loop's
+    default executor; it never starts a thread.
+    """
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the awaiting coroutine
+            future.set_exception(err)
+        return future
+
+
+# Idle private loops, reused: making one costs a selector and a socket pair.
+_IDLE_LOOPS: "queue.SimpleQueue[asyncio.AbstractEventLoop]" = queue.SimpleQueue()
+
+
+def _run_inline(coroutine) -> Any:
+    """Run ``coroutine`` to completion in this thread (no hand-off to any other thread)."""
+    try:
+        loop = _IDLE_LOOPS.get_nowait()
+    except queue.Empty:
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(_InlineExecutor(max_workers=1))
+    try:
+        result = loop.run_until_complete(coroutine)
+    except BaseException:
+        # A failed gather leaves its other tasks running: cancel them, and never reuse the loop.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+        raise
+    _IDLE_LOOPS.put(loop)
+    return result
 
 
 def _encoded_variables(ds) -> tuple[dict[str, Any], dict[str, Any]]:

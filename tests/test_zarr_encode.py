@@ -118,3 +118,45 @@ def test_without_xarrays_encoders_it_falls_back_to_to_zarr(real_tpfs, monkeypatc
     assert sorted(slow) == sorted(fast)
     assert all(json.loads(slow[k]) == json.loads(fast[k]) if k.endswith("zarr.json") else slow[k] == fast[k]
                for k in fast)
+
+
+def test_encoding_runs_in_the_calling_thread_only(real_tpfs, monkeypatch):
+    """No hand-off to zarr's loop or codec threads: every codec call runs in the caller's thread."""
+    import threading
+
+    from zarr.codecs import ZstdCodec
+
+    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
+    threads = []
+    original = ZstdCodec._encode_sync
+
+    def spy(self, *args, **kwargs):
+        threads.append(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZstdCodec, "_encode_sync", spy)
+    assert_same_group(ds)  # both encoders run under the spy; only ours is checked below
+    threads.clear()
+    encode_dataset(ds)
+    assert threads and set(threads) == {threading.get_ident()}
+
+
+def test_a_failing_array_fails_the_encoding_and_the_next_one_works(real_tpfs, monkeypatch):
+    from zarr.codecs import ZstdCodec
+
+    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
+    expected = encode_dataset(ds)
+    original = ZstdCodec._encode_sync
+    calls = []
+
+    def fail_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("codec failed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZstdCodec, "_encode_sync", fail_once)
+    with pytest.raises(RuntimeError, match="codec failed"):
+        encode_dataset(ds)
+    monkeypatch.setattr(ZstdCodec, "_encode_sync", original)
+    assert encode_dataset(ds) == expected
