@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -164,6 +165,39 @@ def _seceded() -> Any:
     yield
 
 
+# Per worker (weakly keyed): a semaphore with one permit per worker thread, taken by a seceded
+# task for its CPU work. See `_cpu_slot`.
+_CPU_SLOTS: "weakref.WeakKeyDictionary[Any, threading.BoundedSemaphore]" = weakref.WeakKeyDictionary()
+_CPU_SLOTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cpu_slot() -> Any:
+    """Hold one of this worker's CPU places (as many as it has threads) for the block.
+
+    A fetch task decodes and stores its files still seceded, under this semaphore, rather than
+    `rejoin`-ing the thread pool: a rejoining thread takes the pool's next free turn ahead of
+    queued tasks, so while decode work is backed up the next fetch tasks could not even start
+    waiting for their lease, and places at the service went unused (measured: a free place sat
+    empty for a whole request in one turn of ten). This keeps the pool free for tasks that only
+    start and secede, while decode and store still run no more at once than the worker has threads.
+    Outside a worker the block simply runs.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    with _CPU_SLOTS_LOCK:
+        slots = _CPU_SLOTS.get(worker)
+        if slots is None:
+            slots = _CPU_SLOTS[worker] = threading.BoundedSemaphore(max(1, int(worker.state.nthreads)))
+    with slots:
+        yield
+
+
 def _throttle(settings: RunSettings):
     from .throttle import ClusterThrottle
 
@@ -230,9 +264,9 @@ def fetch(request: FetchRequest, settings: RunSettings) -> FetchResult:
 def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult:
     """`fetch`, then `decode` and `store` each FITS file it brought: one task per request.
 
-    The download runs outside the worker's thread pool (waiting for a lease blocks no CPU
-    work); the task then rejoins the pool, so decoding and storing take a thread slot like
-    any CPU task, and a worker never decodes more cutouts at once than it has threads. One
+    The whole task runs outside the worker's thread pool (waiting for a lease blocks no CPU
+    work); decoding and storing then take one of the worker's CPU places (`_cpu_slot`), so a
+    worker never decodes more cutouts at once than it has threads. One
     task instead of three per product spares two scheduler round trips per cutout, and the
     decoded dataset never leaves the worker that downloaded the file.
 
@@ -241,15 +275,18 @@ def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult
     FetchResult
         Each file with its ``zarr_group``, or the ``error`` that kept it from being stored.
     """
-    seceded = _secede()
+    _secede()
     fetched = _download(request, settings)
-    if seceded:
-        from distributed import rejoin
+    if not fetched.files:
+        return fetched
+    with _cpu_slot():
+        return dataclasses.replace(fetched, files=_decode_and_store(fetched.files, request, settings))
 
-        rejoin()
+
+def _decode_and_store(files: tuple[StoredFits, ...], request: FetchRequest, settings: RunSettings) -> tuple[StoredFits, ...]:
     stored = []
     record = json.loads(request.record) if request.record else request_record(settings.service, request.target)
-    for item in fetched.files:
+    for item in files:
         try:
             group = store(decode(item.fits_path, settings), request.target.target_id, item.product, settings,
                           request=record)
@@ -263,7 +300,7 @@ def fetch_and_store(request: FetchRequest, settings: RunSettings) -> FetchResult
             stored.append(dataclasses.replace(item, error=_describe_error(err)))
         else:
             stored.append(dataclasses.replace(item, zarr_group=group))
-    return dataclasses.replace(fetched, files=tuple(stored))
+    return tuple(stored)
 
 
 def _download(request: FetchRequest, settings: RunSettings) -> FetchResult:

@@ -506,39 +506,53 @@ def test_a_bug_decoding_one_file_does_not_fail_its_siblings(emu, tmp_path, monke
 
 
 def _probe_store(dask_worker=None):
-    """On a worker: record, for each store call, whether its thread is one of the worker's pool."""
+    """On a worker: count store calls running at once, each made slow enough to overlap with
+    the next file's if nothing kept them apart (the downloads all end together)."""
     import threading
+    import time
 
     from mastcut_dask import graph
 
-    seen: list = []
+    state = {"now": 0, "max": 0, "calls": 0, "in_pool": 0}
+    lock = threading.Lock()
     real = graph.store
 
     def probe(*args, **kwargs):
-        seen.append(threading.current_thread() in dask_worker.executors["default"]._threads)
-        return real(*args, **kwargs)
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["max"] = max(state["max"], state["now"])
+            state["in_pool"] += threading.current_thread() in dask_worker.executors["default"]._threads
+        try:
+            time.sleep(0.2)  # stands for a slow decode: widens the window for an overlap
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
 
-    graph.store, graph._probe_seen = probe, seen
+    graph.store, graph._probe_state = probe, state
 
 
 def _probed(dask_worker=None):
     from mastcut_dask import graph
 
-    return list(graph._probe_seen)
+    return dict(graph._probe_state)
 
 
-def test_decode_and_store_run_back_in_the_worker_pool(emu, tmp_path):
-    """Fetch tasks wait and download seceded; they rejoin the thread pool before decoding and
-    storing, so a worker never decodes more cutouts at once than it has threads."""
+def test_decode_and_store_take_no_more_places_than_the_worker_has_threads(emu, tmp_path):
+    """Fetch tasks wait and download outside the thread pool, and decode and store there too,
+    under a per-worker semaphore sized to the worker's threads: one at a time here, and never
+    in a pool thread (the pool stays free to start the next fetch tasks)."""
     targets = _one_sector_targets(6004, 4, "t")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         c.run(_probe_store)
         table = mc.fetch_cutouts(targets, out=str(tmp_path / "p"), base_url=emu.url, resolver_url=emu.resolver_url,
                                  max_rate=0, client=c, progress=False).compute()
-        seen = sum(c.run(_probed).values(), [])
+        (state,) = c.run(_probed).values()
     assert set(table["status"]) == {"done"}
-    assert len(seen) == len(table) and all(seen), seen
+    assert state["calls"] == len(table) == 4
+    assert state["max"] == 1 and state["in_pool"] == 0, state
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
