@@ -6,7 +6,8 @@ the encoding itself. `encode_dataset` does the same work with zarr's asynchronou
 single coroutine, run to completion in the calling thread on a private event loop whose
 executor runs submitted work inline: the store is in memory and the chunks are small, so
 zarr's hand-offs of each codec call to a thread pool would cost more than the codecs, and on a
-busy Dask worker each thread hand-off also waits for the GIL.
+busy Dask worker each thread hand-off also waits for the GIL. Each array's metadata is built
+once per layout and reused (`_ArrayTemplate`): the cutouts of a run all look alike.
 
 The variables and attributes go through xarray's own zarr encoders first (the same functions
 ``to_zarr`` uses: coordinates attribute, CF encoding, fill values, string types), so the
@@ -133,12 +134,52 @@ def _encoded_variables(ds) -> tuple[dict[str, Any], dict[str, Any]]:
 async def _write_group(store, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
     import zarr.api.asynchronous as zarr_async
 
-    group = await zarr_async.open_group(store=store, mode="w", zarr_format=3, attributes=attrs)
-
-    async def write(name: str, spec: dict[str, Any]) -> None:
+    await zarr_async.open_group(store=store, mode="w", zarr_format=3, attributes=attrs)
+    for name, spec in arrays.items():
+        spec = dict(spec)
         data = spec.pop("data")
-        array = await group.create_array(name, overwrite=True, **spec)
-        if data.size:
-            await array.setitem(Ellipsis, data)
+        key = (name, repr(sorted(spec.items())))
+        template = _TEMPLATES.pop(key, None) or await _ArrayTemplate.create(name, spec)
+        for item, value in (await template.encode(data)).items():
+            await store.set(item, value)
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = template
 
-    await asyncio.gather(*(write(name, dict(spec)) for name, spec in arrays.items()))
+
+class _ArrayTemplate:
+    """One array's zarr metadata, built once, then reused for every array described alike.
+
+    Building an array's metadata (data type resolution, codecs, JSON) is half of zarr's cost
+    for a small cutout, and every cutout of a run shares it: same variables, shapes, dtypes,
+    attributes. A template keeps the array in a private in-memory group; encoding new data is
+    then only zarr's chunk write, and the template's objects are copied out.
+    """
+
+    def __init__(self, name: str, array, objects: dict):
+        self.name = name
+        self.array = array
+        self.objects = objects  # the private store's dict
+
+    @classmethod
+    async def create(cls, name: str, spec: dict[str, Any]) -> "_ArrayTemplate":
+        import zarr.api.asynchronous as zarr_async
+        from zarr.storage import MemoryStore
+
+        objects: dict = {}
+        group = await zarr_async.open_group(store=MemoryStore(store_dict=objects), mode="w", zarr_format=3)
+        return cls(name, await group.create_array(name, **spec), objects)
+
+    async def encode(self, data: np.ndarray) -> dict[str, Any]:
+        """``{key: Buffer}`` of the array holding ``data``, keys relative to the group."""
+        prefix = f"{self.name}/"
+        if data.size:
+            # Writing the whole array rewrites every chunk of the last data, or deletes it
+            # when the new one is all fill value (zarr writes no empty chunks): nothing stale stays.
+            await self.array.setitem(Ellipsis, data)
+        return {key: value for key, value in self.objects.items() if key.startswith(prefix)}
+
+
+# Templates by (name, creation arguments); taken out while in use, so threads never share one.
+_TEMPLATES: dict[tuple[str, str], _ArrayTemplate] = {}
+_MAX_TEMPLATES = 256
