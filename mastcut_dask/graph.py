@@ -1011,7 +1011,7 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
                   progress: bool = True, storage_options: Mapping[str, Any] | None = None,
                   n_workers: int | None = None, threads_per_worker: int | None = None,
                   service_options: ServiceOptions | None = None,
-                  lease_timeout: float | None = None) -> CutoutRun:
+                  lease_timeout: float | None = None, release_delay: float | None = None) -> CutoutRun:
     """Plan a survey-scale cutout run on Dask; nothing is fetched until ``.compute()``.
 
     Parameters
@@ -1039,6 +1039,9 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
         Seconds the cluster waits for the request places of a worker that died before giving
         them to others (default `ThrottleOptions.lease_timeout`, 60 s). Live workers refresh
         their places, so this does not bound a request's length.
+    release_delay : float, optional
+        Seconds a request's place stays taken after its reply is read (default 0; see
+        `ThrottleOptions.release_delay`), for a service that counts finished requests late.
     client : distributed.Client or str, optional
         A Client, or a scheduler address (``"tcp://host:8786"``) to connect to for this run.
         Default: the current Client, else a LocalCluster of processes started and closed by the run.
@@ -1089,6 +1092,8 @@ def fetch_cutouts(targets: Any, *, service: str = "tesscut", size: Any = 5, sect
     throttle_options = ThrottleOptions(max_concurrency=max_concurrency, max_rate=max_rate)
     if lease_timeout is not None:
         throttle_options = dataclasses.replace(throttle_options, lease_timeout=lease_timeout)
+    if release_delay is not None:
+        throttle_options = dataclasses.replace(throttle_options, release_delay=release_delay)
     from .throttle import ClusterThrottle
 
     ClusterThrottle(throttle_options)  # validates the limits on the client, before anything runs

@@ -121,9 +121,16 @@ class ThrottleOptions:
         them. A live holder refreshes its leases every ``lease_timeout / 5`` seconds, so this
         does not bound a request's length: it need only exceed the longest stall of a
         worker's event loop. Default 60 s (distributed's own default is 30 s).
+    release_delay : float
+        Seconds a request's place stays taken after its reply's last byte is read. 0 by
+        default: a server stops counting a request when it has sent the reply (the emulator
+        just before its last byte), and the next request needs a network trip to get there.
+        Set it (e.g. 0.01) for a service seen to answer 503 at exactly ``max_concurrency``
+        requests because it counts a finished request a moment longer.
     """
 
     max_concurrency: int = 10
     max_rate: float = 5.0
     name: str = "mastcut-throttle"
     lease_timeout: float = 60.0
+    release_delay: float = 0.0

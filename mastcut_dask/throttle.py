@@ -153,8 +153,6 @@ _CLUSTER_REGISTER_LOCK = _threading.Lock()
 # into a one-second window as the server counts it. Measured on a loaded 2-core machine, that
 # jitter reached ~70 ms; the price is a sustained rate of max_rate / (1 + 0.2 * max_rate / k).
 _RATE_MARGIN_S = 0.2
-# How long a concurrency lease outlives its request (see ClusterThrottle.lease).
-_CONCURRENCY_GRACE_S = 0.01
 
 
 class ClusterThrottle:
@@ -164,8 +162,8 @@ class ClusterThrottle:
     `~mastcut_dask.options.ThrottleOptions` shares two named semaphores held by the scheduler:
 
     * concurrency: ``max_concurrency`` leases, one held per request while its bytes move (and
-      10 ms more, the time a server takes to stop counting a finished request), so the service
-      never sees more requests in flight, whatever the number of workers and threads;
+      ``options.release_delay`` more), so the service never sees more requests in flight,
+      whatever the number of workers and threads;
     * rate: ``k = max(1, floor(max_rate))`` leases, each taken when a request starts and given
       back ``k / max_rate`` seconds later (plus a small margin), a sliding window that lets at
       most ``max_rate`` requests start in any second. Off when ``max_rate`` is 0.
@@ -211,6 +209,9 @@ class ClusterThrottle:
         if isinstance(options.lease_timeout, bool) or not isinstance(options.lease_timeout, (int, float)) \
                 or not _math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
             raise _InvalidQueryError(f"lease_timeout must be a positive number of seconds, got {options.lease_timeout!r}.")
+        if isinstance(options.release_delay, bool) or not isinstance(options.release_delay, (int, float)) \
+                or not 0 <= options.release_delay < 60:
+            raise _InvalidQueryError(f"release_delay must be a number of seconds in [0, 60), got {options.release_delay!r}.")
         self.options = options
         self._lock = _threading.Lock()
         self._concurrency = None
@@ -281,11 +282,8 @@ class ClusterThrottle:
                 timer.start()
             yield
         finally:
-            # A server counts a request as in flight until its handler has finished, a moment
-            # after the client read the last byte; keeping the place that moment longer stops
-            # the next request from arriving while the server still counts this one (without
-            # it the emulator saw ~1 such 503 per 1,000 short requests on a loaded machine).
-            time.sleep(_CONCURRENCY_GRACE_S)
+            if self.options.release_delay:
+                time.sleep(self.options.release_delay)  # for a server that counts late (see options)
             _release_quietly(concurrency)
 
     def in_flight(self) -> int:

@@ -392,6 +392,9 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
     for bad in (0, -1.0, float("inf"), "60"):
         with pytest.raises(mc.InvalidQueryError, match="lease_timeout"):
             mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path / "t"), base_url=emu.url, lease_timeout=bad)
+    for bad in (-0.01, float("nan"), "10ms"):
+        with pytest.raises(mc.InvalidQueryError, match="release_delay"):
+            mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(tmp_path / "t"), base_url=emu.url, release_delay=bad)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):
         mc.fetch_cutouts([{"ra": 1, "dec": 2}], out=str(a_file), base_url=emu.url)
     with pytest.raises(mc.InvalidQueryError, match="not a folder"):

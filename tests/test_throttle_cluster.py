@@ -69,6 +69,9 @@ def test_is_a_throttle_and_pickles_as_its_options():
     ThrottleOptions(max_rate=-1),
     ThrottleOptions(max_rate=float("nan")),
     ThrottleOptions(lease_timeout=0),
+    ThrottleOptions(release_delay=-0.01),
+    ThrottleOptions(release_delay=float("nan")),
+    ThrottleOptions(release_delay="10ms"),
 ])
 def test_bad_options_are_refused(options):
     with pytest.raises(InvalidQueryError):
@@ -177,6 +180,17 @@ def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
     (_, _, long_end), (_, short_start, _) = client.gather([long, short])
     assert short_start >= long_end, "the scheduler took the lease from a live holder: two requests overlapped"
     assert ClusterThrottle(options).in_flight() == 0
+
+
+def test_release_delay_keeps_the_place_after_the_block(client):
+    """With a release delay, the next request starts that long after the last one ended."""
+    options = ThrottleOptions(max_concurrency=1, max_rate=0, name="test-release-delay", release_delay=0.5)
+    first = client.submit(_hold_after_signal, "first", ClusterThrottle(options), 0.0, entered="test-delay-in",
+                          pure=False)
+    second = client.submit(_hold_after_signal, "second", ClusterThrottle(options), 0.0, wait_for="test-delay-in",
+                           pure=False)
+    (_, _, first_end), (_, second_start, _) = client.gather([first, second])
+    assert second_start >= first_end + 0.5
 
 
 def _die_holding_the_budget(marker: str, throttle: ClusterThrottle) -> str:
