@@ -10,6 +10,10 @@ known sector each (no name resolution, no discovery) the best possible makespan 
 * the number of 503 answers and the emulator's ``max_in_flight``;
 * with ``--rss``: peak RSS of each worker process after a larger run.
 
+Each cluster's workers first fetch a few other cutouts (untimed, see `_warm_workers`): a fresh
+worker imports the decoding stack on its first cutout. One more 2-worker run shows the
+makespan on fresh worker processes, start-up included.
+
 Usage::
 
     python benchmarks/throughput.py                       # 400 targets; 1, 2, 4 workers; max_rate=5; RSS for 2,000
@@ -147,9 +151,24 @@ class RemoteEmulator:
         self._proc.join(timeout=10)
 
 
+def _warm_workers(client, emu, workers: int, out: str) -> None:
+    """A few cutouts through the whole pipeline on every worker before any timing: a fresh
+    worker process imports the decoding stack (astropy, xarray, zarr, dask.array: about 1.3 s
+    of CPU each) on its first cutout, a start-up cost of the process, not of the run's
+    throughput. The targets are not the timed ones, and the emulator's counters and log are
+    cleared afterwards."""
+    import mastcut_dask as mc
+
+    extra = _targets(4 * workers, seed=3)
+    table = mc.fetch_cutouts(extra, service="tesscut", size=5, out=out, base_url=emu.url,
+                             resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False).compute()
+    assert set(table["status"]) == {"done"}, table
+    emu.reset_stats()
+
+
 def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concurrency: int,
-             max_rate: float, latency: float) -> dict:
-    """One pipeline run on a fresh LocalCluster; returns the figures."""
+             max_rate: float, latency: float, warm: bool = True) -> dict:
+    """One pipeline run on a fresh LocalCluster (warmed first unless ``warm=False``); returns the figures."""
     from distributed import Client, LocalCluster
 
     import mastcut_dask as mc
@@ -159,9 +178,12 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     try:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
-            run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=out, base_url=emu.url,
-                                   resolver_url=emu.resolver_url, max_concurrency=max_concurrency,
-                                   max_rate=max_rate, client=client, progress=False)
+            if warm:
+                _warm_workers(client, emu, workers, os.path.join(out, "warm-up"))
+            run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=os.path.join(out, "run"),
+                                   base_url=emu.url, resolver_url=emu.resolver_url,
+                                   max_concurrency=max_concurrency, max_rate=max_rate, client=client,
+                                   progress=False)
             cpu_workers0 = client.run(_cpu_s)
             cpu_client0 = _cpu_s()
             t0 = time.perf_counter()
@@ -185,7 +207,7 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     starts, ends = np.sort([e["start"] for e in entries]), np.sort([e["end"] for e in entries])
     gaps = starts[max_concurrency:] - ends[:len(starts) - max_concurrency]
     return {
-        "workers": workers, "threads": threads, "targets": n, "max_rate": max_rate,
+        "workers": workers, "threads": threads, "targets": n, "max_rate": max_rate, "warm": warm,
         "makespan": makespan, "ideal": ideal, "ratio": makespan / ideal if ideal else math.nan,
         "service_span": (max(e["end"] for e in entries) - min(e["start"] for e in entries)) if entries else 0.0,
         "mean_request_s": float(np.mean(durations)) if durations else 0.0,
@@ -207,7 +229,8 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
 
 def _print(r: dict) -> None:
     rate = "none" if not r["max_rate"] else f"{r['max_rate']:g}/s"
-    print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}: "
+    print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}"
+          f"{'' if r['warm'] else ' (cold: fresh worker processes)'}: "
           f"makespan {r['makespan']:.2f} s vs ideal {r['ideal']:.2f} s ({r['ratio']:.3f} x), "
           f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s "
           f"(median {r['request_p50_ms']:.0f} ms), place empty between requests median {r['gap_p50_ms']:.0f} ms "
@@ -234,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-targets", type=int, default=2000, help="targets for the RSS run")
     parser.add_argument("--rss-latency", type=float, default=0.05, help="latency of the RSS run")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS run")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the 2-worker run on fresh, unwarmed worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("distributed", "mastcut_dask"):
@@ -250,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.rate_targets:
             _print(run_once(emu, targets[:args.rate_targets], workers=2, threads=args.threads,
                             max_concurrency=args.max_concurrency, max_rate=5.0, latency=args.latency))
+        if not args.no_cold:
+            _print(run_once(emu, targets[:args.targets], workers=2, threads=args.threads,
+                            max_concurrency=args.max_concurrency, max_rate=0.0, latency=args.latency,
+                            warm=False))
     if not args.no_rss:
         big = _targets(args.rss_targets, seed=2)
         with RemoteEmulator(latency=args.rss_latency, max_concurrency=args.max_concurrency,
