@@ -10,9 +10,10 @@ known sector each (no name resolution, no discovery) the best possible makespan 
 * the number of 503 answers and the emulator's ``max_in_flight``;
 * with ``--rss``: peak RSS of each worker process after a larger run.
 
-Each cluster's workers first fetch a few other cutouts (untimed, see `_warm_workers`): a fresh
-worker imports the decoding stack on its first cutout. One more 2-worker run shows the
-makespan on fresh worker processes, start-up included.
+Workers start as ``mastcut fetch --workers N`` starts them, with `mastcut_dask.worker_preload`
+(the decoding stack is imported as they start), and each cluster first fetches a few other
+cutouts, untimed (`_warm_workers`: first connections, caches). One more 2-worker run shows the
+makespan of the first run on freshly started workers.
 
 Usage::
 
@@ -152,11 +153,10 @@ class RemoteEmulator:
 
 
 def _warm_workers(client, emu, workers: int, out: str) -> None:
-    """A few cutouts through the whole pipeline on every worker before any timing: a fresh
-    worker process imports the decoding stack (astropy, xarray, zarr, dask.array: about 1.3 s
-    of CPU each) on its first cutout, a start-up cost of the process, not of the run's
-    throughput. The targets are not the timed ones, and the emulator's counters and log are
-    cleared afterwards."""
+    """A few cutouts through the whole pipeline on every worker before any timing: first
+    connections, first-call caches (the preload has already imported the decoding stack).
+    The targets are not the timed ones, and the emulator's counters and log are cleared
+    afterwards."""
     import mastcut_dask as mc
 
     extra = _targets(4 * workers, seed=3)
@@ -176,8 +176,10 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     out = tempfile.mkdtemp(prefix="mastcut-bench-")
     emu.reset_stats()
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+        # Workers start as `mastcut fetch --workers N` starts them: with the preload that
+        # imports the decoding stack (see mastcut_dask.worker_preload).
+        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0",
+                          preload=["mastcut_dask.worker_preload"]) as cluster, Client(cluster) as client:
             if warm:
                 _warm_workers(client, emu, workers, os.path.join(out, "warm-up"))
             run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=os.path.join(out, "run"),
@@ -230,7 +232,7 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
 def _print(r: dict) -> None:
     rate = "none" if not r["max_rate"] else f"{r['max_rate']:g}/s"
     print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}"
-          f"{'' if r['warm'] else ' (cold: fresh worker processes)'}: "
+          f"{'' if r['warm'] else ' (first run on fresh workers)'}: "
           f"makespan {r['makespan']:.2f} s vs ideal {r['ideal']:.2f} s ({r['ratio']:.3f} x), "
           f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s "
           f"(median {r['request_p50_ms']:.0f} ms), place empty between requests median {r['gap_p50_ms']:.0f} ms "

@@ -965,8 +965,10 @@ def _client_for(run: CutoutRun):
     threads = run.threads_per_worker or 1
     lease = f"{run.settings.throttle_options.lease_timeout}s"
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": lease}):
+        # The preload imports the decoding stack as each worker starts, not on its first cutout
+        # while requests are in flight.
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                               dashboard_address=":0")
+                               dashboard_address=":0", preload=["mastcut_dask.worker_preload"])
     try:
         with Client(cluster) as client:
             yield client

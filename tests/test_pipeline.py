@@ -585,3 +585,21 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
     stats = slow.stats()
     assert stats["max_in_flight"] <= 4
     assert stats["status_counts"].get(503, 0) == 0
+
+
+def _loaded(modules):
+    import sys
+
+    return [name for name in modules if name not in sys.modules]
+
+
+def test_the_worker_preload_imports_the_decoding_stack_at_start():
+    """Workers started with mastcut_dask.worker_preload (as the clusters mastcut_dask starts
+    are) have every module a cutout needs before their first task; others import on demand."""
+    from mastcut_dask.worker_preload import MODULES
+
+    for preload, expect_missing in (([], True), (["mastcut_dask.worker_preload"], False)):
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                      preload=preload) as cluster, distributed.Client(cluster) as c:
+            (missing,) = c.run(_loaded, MODULES).values()
+        assert bool(missing) is expect_missing, missing

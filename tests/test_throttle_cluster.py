@@ -222,3 +222,4 @@ def test_a_dead_workers_leases_come_back_after_the_lease_timeout(tmp_path):
         assert killer.result() == "rerun after the crash"
         assert (tmp_path / "died").exists()
         assert ClusterThrottle(options).in_flight() == 0
+
