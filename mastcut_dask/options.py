@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .exceptions import InvalidQueryError
 
