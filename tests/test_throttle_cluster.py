@@ -166,18 +166,25 @@ def _hold_after_signal(label: str, throttle: ClusterThrottle, seconds: float, en
     return label, start, end
 
 
+def _one_after_the_other(client, options: ThrottleOptions, hold_first: float) -> tuple[float, float]:
+    """With one place: a first request holds it ``hold_first`` seconds, a second is queued on the
+    scheduler meanwhile; returns (first's end, second's start)."""
+    entered = f"{options.name}-in"
+    first = client.submit(_hold_after_signal, "first", ClusterThrottle(options), hold_first, entered=entered,
+                          pure=False)
+    second = client.submit(_hold_after_signal, "second", ClusterThrottle(options), 0.0, wait_for=entered,
+                           pure=False)
+    (_, _, first_end), (_, second_start, _) = client.gather([first, second])
+    return first_end, second_start
+
+
 def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
     """The lease timeout bounds how long a *dead* holder keeps its place, not how long a request
     may take: the holder's process refreshes its leases every timeout / 5. A request held three
     times longer than the timeout (the scheduler checking every 0.1 s) keeps its place, and the
     next request only starts once it has ended."""
     options = ThrottleOptions(max_concurrency=1, max_rate=0, name="test-outlives", lease_timeout=1.0)
-    long = client.submit(_hold_after_signal, "long", ClusterThrottle(options), 3.0, entered="test-outlives-in",
-                         pure=False)
-    # Queued on the scheduler while the long request holds the only lease.
-    short = client.submit(_hold_after_signal, "short", ClusterThrottle(options), 0.0, wait_for="test-outlives-in",
-                          pure=False)
-    (_, _, long_end), (_, short_start, _) = client.gather([long, short])
+    long_end, short_start = _one_after_the_other(client, options, hold_first=3.0)
     assert short_start >= long_end, "the scheduler took the lease from a live holder: two requests overlapped"
     assert ClusterThrottle(options).in_flight() == 0
 
@@ -185,11 +192,7 @@ def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
 def test_release_delay_keeps_the_place_after_the_block(client):
     """With a release delay, the next request starts that long after the last one ended."""
     options = ThrottleOptions(max_concurrency=1, max_rate=0, name="test-release-delay", release_delay=0.5)
-    first = client.submit(_hold_after_signal, "first", ClusterThrottle(options), 0.0, entered="test-delay-in",
-                          pure=False)
-    second = client.submit(_hold_after_signal, "second", ClusterThrottle(options), 0.0, wait_for="test-delay-in",
-                           pure=False)
-    (_, _, first_end), (_, second_start, _) = client.gather([first, second])
+    first_end, second_start = _one_after_the_other(client, options, hold_first=0.0)
     assert second_start >= first_end + 0.5
 
 
