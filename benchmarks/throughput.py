@@ -10,8 +10,8 @@ known sector each (no name resolution, no discovery) the best possible makespan 
 * the number of 503 answers and the emulator's ``max_in_flight``;
 * with ``--rss``: peak RSS of each worker process after a larger run.
 
-Workers start as ``mastcut fetch --workers N`` starts them, with `mastcut_dask.worker_preload`
-(the decoding stack is imported as they start), and each cluster first fetches a few other
+Clusters are `mastcut_dask.local_cluster` (the one ``mastcut fetch --workers N`` starts: workers
+preloaded with the decoding stack, Dask's profiler off), and each first fetches a few other
 cutouts, untimed (`_warm_workers`: first connections, caches). One more 2-worker run shows the
 makespan of the first run on freshly started workers.
 
@@ -169,17 +169,15 @@ def _warm_workers(client, emu, workers: int, out: str) -> None:
 def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concurrency: int,
              max_rate: float, latency: float, warm: bool = True) -> dict:
     """One pipeline run on a fresh LocalCluster (warmed first unless ``warm=False``); returns the figures."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     import mastcut_dask as mc
 
     out = tempfile.mkdtemp(prefix="mastcut-bench-")
     emu.reset_stats()
     try:
-        # Workers start as `mastcut fetch --workers N` starts them: with the preload that
-        # imports the decoding stack (see mastcut_dask.worker_preload).
-        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0",
-                          preload=["mastcut_dask.worker_preload"]) as cluster, Client(cluster) as client:
+        # The cluster `mastcut fetch --workers N` starts (preloaded workers, no Dask profiler).
+        with mc.local_cluster(workers, threads) as cluster, Client(cluster) as client:
             if warm:
                 _warm_workers(client, emu, workers, os.path.join(out, "warm-up"))
             run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=os.path.join(out, "run"),

@@ -42,6 +42,7 @@ _LAZY = {
     "stitch": "photometry",
     "read_targets": "targets",
     "fetch_cutouts": "graph",
+    "local_cluster": "graph",
     "open_cutouts": "store",
 }
 

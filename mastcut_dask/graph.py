@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping
 from .exceptions import InvalidQueryError, MastcutError
 from .options import ServiceOptions, ThrottleOptions
 
-__all__ = ["fetch_cutouts", "CutoutRun", "RunSettings"]
+__all__ = ["fetch_cutouts", "local_cluster", "CutoutRun", "RunSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -939,9 +939,8 @@ class CutoutRun:
 
 @contextlib.contextmanager
 def _client_for(run: CutoutRun):
-    """The given Client, the current one, or a LocalCluster of processes closed at the end."""
-    import dask
-    from distributed import Client, LocalCluster
+    """The given Client, the current one, or a `local_cluster` closed at the end."""
+    from distributed import Client
 
     if isinstance(run.client, str):  # a scheduler address: connect for this run only
         try:
@@ -959,21 +958,51 @@ def _client_for(run: CutoutRun):
         return
     except ValueError:
         pass
-    # One thread per process by default: network tasks run outside the thread pool anyway, and
-    # decode/store work scales with processes (one GIL each), not with threads.
-    n_workers = run.n_workers or min(4, os.cpu_count() or 1)
-    threads = run.threads_per_worker or 1
-    lease = f"{run.settings.throttle_options.lease_timeout}s"
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout": lease}):
-        # The preload imports the decoding stack as each worker starts, not on its first cutout
-        # while requests are in flight.
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                               dashboard_address=":0", preload=["mastcut_dask.worker_preload"])
+    cluster = local_cluster(run.n_workers, run.threads_per_worker,
+                            lease_timeout=run.settings.throttle_options.lease_timeout)
     try:
         with Client(cluster) as client:
             yield client
     finally:
         cluster.close()
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None, *,
+                  lease_timeout: float | None = None, **kwargs: Any):
+    """A `distributed.LocalCluster` set up for cutout runs (the one `fetch_cutouts` and
+    ``mastcut fetch`` start when given no scheduler).
+
+    * processes, one thread each by default: network tasks run outside the thread pool anyway,
+      and decode and store scale with processes (one GIL each), not threads;
+    * workers start with `mastcut_dask.worker_preload` (the decoding stack imported as they
+      start, not on their first cutout while requests are in flight);
+    * Dask's statistical profiler is off: it samples every thread's stack every 10 ms, and a
+      run keeps dozens of threads per worker waiting on the network; on a 2-core machine that
+      cost ~4 ms of CPU per cutout and 0.6 s of a 400-cutout run (benchmarks/README.md).
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: the number of cores, at most 4).
+    threads_per_worker : int, optional
+        Default 1.
+    lease_timeout : float, optional
+        Scheduler-side timeout of the throttle's leases (default `ThrottleOptions.lease_timeout`).
+    **kwargs
+        Passed to ``LocalCluster`` (``dashboard_address=":8787"``, ``memory_limit``...).
+    """
+    import dask
+    from distributed import LocalCluster
+
+    options = {"n_workers": n_workers or min(4, os.cpu_count() or 1),
+               "threads_per_worker": threads_per_worker or 1, "processes": True,
+               "dashboard_address": ":0", "preload": ["mastcut_dask.worker_preload"]}
+    options.update(kwargs)
+    lease = lease_timeout if lease_timeout is not None else ThrottleOptions().lease_timeout
+    # Workers copy the config they are started with; the lease timeout is read by the scheduler.
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease}s",
+                          "distributed.worker.profile.enabled": False}):
+        return LocalCluster(**options)
 
 
 def _plan(targets: Any, *, service: str, size: Any, sector: int | None, survey: str | None,

@@ -603,3 +603,22 @@ def test_the_worker_preload_imports_the_decoding_stack_at_start():
                                       preload=preload) as cluster, distributed.Client(cluster) as c:
             (missing,) = c.run(_loaded, MODULES).values()
         assert bool(missing) is expect_missing, missing
+
+
+def _worker_setup(dask_worker=None):
+    import sys
+
+    return dask_worker.state.nthreads, "profile" in dask_worker.periodic_callbacks, "xarray" in sys.modules
+
+
+def test_local_cluster_is_the_one_runs_start():
+    """mc.local_cluster (what fetch_cutouts and `mastcut fetch` start without a scheduler):
+    processes of one thread, preloaded with the decoding stack, Dask's profiler off."""
+    with mc.local_cluster(2) as cluster, distributed.Client(cluster) as c:
+        setups = list(c.run(_worker_setup).values())
+    assert setups == [(1, False, True)] * 2
+    with mc.local_cluster(1, 3, dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        assert list(c.run(_worker_setup).values()) == [(3, False, True)]
+    with distributed.LocalCluster(n_workers=1, processes=True, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        assert list(c.run(_worker_setup).values())[0][1], "a default worker profiles: the check above means something"
