@@ -994,8 +994,8 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     import dask
     from distributed import LocalCluster
 
-    options = {"n_workers": n_workers or min(4, os.cpu_count() or 1),
-               "threads_per_worker": threads_per_worker or 1, "processes": True,
+    options = {"n_workers": n_workers if n_workers is not None else min(4, os.cpu_count() or 1),
+               "threads_per_worker": threads_per_worker if threads_per_worker is not None else 1, "processes": True,
                "dashboard_address": ":0", "preload": ["mastcut_dask.worker_preload"]}
     options.update(kwargs)
     lease = lease_timeout if lease_timeout is not None else ThrottleOptions().lease_timeout
