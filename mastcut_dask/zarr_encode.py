@@ -87,7 +87,7 @@ def _run_inline(coroutine) -> Any:
     try:
         result = loop.run_until_complete(coroutine)
     except BaseException:
-        # A failed gather leaves its other tasks running: cancel them, and never reuse the loop.
+        # zarr may leave tasks of its own running after a failure: cancel them, and drop the loop.
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()
