@@ -1,6 +1,7 @@
 """CPU per cutout of a worker's own work on one small TPF: decode, zarr encode, store.
 
-The throughput benchmark's cutout (an emulator 5x5 TPF of 100 cadences) is decoded and stored
+First, the CPU time of importing what a worker needs (`mastcut_dask.worker_preload`). Then the
+throughput benchmark's cutout (an emulator 5x5 TPF of 100 cadences) is decoded and stored
 ``--n`` times in one process, after a few warm-up rounds; printed per round (so that a machine
 whose speed drifts shows it), as process CPU milliseconds per cutout:
 
@@ -36,6 +37,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cadences", type=int, default=100)
     args = parser.parse_args()
+
+    start = time.process_time()
+    from mastcut_dask import worker_preload
+
+    worker_preload.import_all()
+    print(f"imports (mastcut_dask.worker_preload): {time.process_time() - start:.2f} s CPU")
 
     from zarr.storage import MemoryStore
 

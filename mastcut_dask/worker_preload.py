@@ -1,7 +1,7 @@
 """A Dask preload that imports the decoding stack when a worker process starts.
 
 A fresh worker otherwise imports astropy, xarray, zarr and dask.array on its first cutout:
-about 1.3 s of CPU, spent while requests are in flight and competing with them for the CPU.
+about 1.2 s of CPU (`benchmarks/store.py` prints it), spent while requests are in flight and competing with them for the CPU.
 Clusters that `mastcut_dask` starts itself use this preload; for others::
 
     dask worker tcp://scheduler:8786 --preload mastcut_dask.worker_preload

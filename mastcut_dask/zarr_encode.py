@@ -13,7 +13,7 @@ The variables and attributes go through xarray's own zarr encoders first (the sa
 ``to_zarr`` uses: coordinates attribute, CF encoding, fill values, string types), so the
 result is the group ``to_zarr(..., zarr_format=3)`` writes, object for object; the tests check
 that against ``to_zarr`` itself. Those encoders are xarray internals: if a future xarray moves
-them (or zarr its ``sync``), `encode_dataset` falls back to ``to_zarr`` (slower, same result).
+them, `encode_dataset` falls back to ``to_zarr`` (slower, same result).
 """
 
 from __future__ import annotations
