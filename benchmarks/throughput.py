@@ -167,7 +167,7 @@ def _warm_workers(client, emu, workers: int, out: str) -> None:
 
 
 def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concurrency: int,
-             max_rate: float, latency: float, warm: bool = True) -> dict:
+             max_rate: float, latency: float, warm: bool = True, profile: bool = False) -> dict:
     """One pipeline run on a fresh LocalCluster (warmed first unless ``warm=False``); returns the figures."""
     from distributed import Client
 
@@ -177,7 +177,7 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     emu.reset_stats()
     try:
         # The cluster `mastcut fetch --workers N` starts (preloaded workers, no Dask profiler).
-        with mc.local_cluster(workers, threads) as cluster, Client(cluster) as client:
+        with mc.local_cluster(workers, threads, profile=profile) as cluster, Client(cluster) as client:
             if warm:
                 _warm_workers(client, emu, workers, os.path.join(out, "warm-up"))
             run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=os.path.join(out, "run"),
@@ -208,6 +208,7 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
     gaps = starts[max_concurrency:] - ends[:len(starts) - max_concurrency]
     return {
         "workers": workers, "threads": threads, "targets": n, "max_rate": max_rate, "warm": warm,
+        "profile": profile,
         "makespan": makespan, "ideal": ideal, "ratio": makespan / ideal if ideal else math.nan,
         "service_span": (max(e["end"] for e in entries) - min(e["start"] for e in entries)) if entries else 0.0,
         "mean_request_s": float(np.mean(durations)) if durations else 0.0,
@@ -230,7 +231,8 @@ def run_once(emu, targets: list[dict], *, workers: int, threads: int, max_concur
 def _print(r: dict) -> None:
     rate = "none" if not r["max_rate"] else f"{r['max_rate']:g}/s"
     print(f"workers={r['workers']} threads={r['threads']} targets={r['targets']} max_rate={rate}"
-          f"{'' if r['warm'] else ' (first run on fresh workers)'}: "
+          f"{'' if r['warm'] else ' (first run on fresh workers)'}"
+          f"{' (Dask profiler on)' if r['profile'] else ''}: "
           f"makespan {r['makespan']:.2f} s vs ideal {r['ideal']:.2f} s ({r['ratio']:.3f} x), "
           f"service span {r['service_span']:.2f} s, mean request {r['mean_request_s']:.3f} s "
           f"(median {r['request_p50_ms']:.0f} ms), place empty between requests median {r['gap_p50_ms']:.0f} ms "
@@ -257,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-targets", type=int, default=2000, help="targets for the RSS run")
     parser.add_argument("--rss-latency", type=float, default=0.05, help="latency of the RSS run")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS run")
+    parser.add_argument("--dask-profiler", action="store_true",
+                        help="keep Dask's statistical profiler on in the workers of the 1/2/4-worker runs "
+                             "(mc.local_cluster turns it off)")
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the 2-worker run on fresh, unwarmed worker processes")
     args = parser.parse_args(argv)
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                       max_cadences=args.max_cadences) as emu:
         for workers in args.workers:
             _print(run_once(emu, targets[:args.targets], workers=workers, threads=args.threads,
-                            max_concurrency=args.max_concurrency, max_rate=0.0, latency=args.latency))
+                            max_concurrency=args.max_concurrency, max_rate=0.0, latency=args.latency,
+                            profile=args.dask_profiler))
         if args.rate_targets:
             _print(run_once(emu, targets[:args.rate_targets], workers=2, threads=args.threads,
                             max_concurrency=args.max_concurrency, max_rate=5.0, latency=args.latency))

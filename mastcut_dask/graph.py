@@ -968,7 +968,7 @@ def _client_for(run: CutoutRun):
 
 
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None, *,
-                  lease_timeout: float | None = None, **kwargs: Any):
+                  lease_timeout: float | None = None, profile: bool = False, **kwargs: Any):
     """A `distributed.LocalCluster` set up for cutout runs (the one `fetch_cutouts` and
     ``mastcut fetch`` start when given no scheduler).
 
@@ -976,9 +976,9 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
       and decode and store scale with processes (one GIL each), not threads;
     * workers start with `mastcut_dask.worker_preload` (the decoding stack imported as they
       start, not on their first cutout while requests are in flight);
-    * Dask's statistical profiler is off: it samples every thread's stack every 10 ms, and a
-      run keeps dozens of threads per worker waiting on the network; on a 2-core machine that
-      cost ~4 ms of CPU per cutout and 0.6 s of a 400-cutout run (benchmarks/README.md).
+    * Dask's statistical profiler is off unless ``profile=True``: it samples every thread's
+      stack every 10 ms, and a run keeps dozens of threads per worker waiting on the network
+      (its cost on a 2-core machine: ``benchmarks/throughput.py --dask-profiler``).
 
     Parameters
     ----------
@@ -988,6 +988,8 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
         Default 1.
     lease_timeout : float, optional
         Scheduler-side timeout of the throttle's leases (default `ThrottleOptions.lease_timeout`).
+    profile : bool
+        Keep Dask's statistical profiler on (the dashboard's Profile page).
     **kwargs
         Passed to ``LocalCluster`` (``dashboard_address=":8787"``, ``memory_limit``...).
     """
@@ -1001,7 +1003,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     lease = lease_timeout if lease_timeout is not None else ThrottleOptions().lease_timeout
     # Workers copy the config they are started with; the lease timeout is read by the scheduler.
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease}s",
-                          "distributed.worker.profile.enabled": False}):
+                          "distributed.worker.profile.enabled": bool(profile)}):
         return LocalCluster(**options)
 
 

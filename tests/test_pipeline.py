@@ -619,6 +619,5 @@ def test_local_cluster_is_the_one_runs_start():
     assert setups == [(1, False, True)] * 2
     with mc.local_cluster(1, 3, dashboard_address=None) as cluster, distributed.Client(cluster) as c:
         assert list(c.run(_worker_setup).values()) == [(3, False, True)]
-    with distributed.LocalCluster(n_workers=1, processes=True, dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        assert list(c.run(_worker_setup).values())[0][1], "a default worker profiles: the check above means something"
+    with mc.local_cluster(1, profile=True) as cluster, distributed.Client(cluster) as c:
+        assert list(c.run(_worker_setup).values()) == [(1, True, True)]
