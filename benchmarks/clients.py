@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from astropy.coordinates import SkyCoord
 
-from mastcut_dask.clients import TesscutClass
+from mastcut_dask.services.clients import TesscutClass
 from mastcut_dask.emulator import MastEmulator
 
 REQUEST = dict(coordinates=SkyCoord(107.18696, -70.50919, unit="deg"), sector=33, size=5)

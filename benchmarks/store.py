@@ -1,15 +1,15 @@
 """CPU per cutout of a worker's own work on one small TPF: decode, zarr encode, store.
 
-First, the CPU time of importing what a worker needs (`mastcut_dask.worker_preload`). Then the
+First, the CPU time of importing what a worker needs (`mastcut_dask.pipeline.worker_preload`). Then the
 throughput benchmark's cutout (an emulator 5x5 TPF of 100 cadences) is decoded and stored
 ``--n`` times in one process, after a few warm-up rounds; printed per round (so that a machine
 whose speed drifts shows it), as process CPU milliseconds per cutout:
 
 * ``decode``: `mastcut_dask.tpf_to_xarray` of the file;
-* ``encode``: `mastcut_dask.zarr_encode.encode_dataset` of the decoded dataset (the zarr v3
+* ``encode``: `mastcut_dask.store.zarr_encode.encode_dataset` of the decoded dataset (the zarr v3
   group in memory);
 * ``to_zarr``: xarray's ``Dataset.to_zarr`` into a memory store, for comparison;
-* ``store``: `mastcut_dask.store.write_dataset` (encode, files, rename, commit marker) into a
+* ``store``: `mastcut_dask.store.groups.write_dataset` (encode, files, rename, commit marker) into a
   temporary local folder.
 
 Run: ``python benchmarks/store.py [--n 200] [--rounds 3] [--cadences 100]``
@@ -39,17 +39,17 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.process_time()
-    from mastcut_dask import worker_preload
+    from mastcut_dask.pipeline import worker_preload
 
     worker_preload.import_all()
-    print(f"imports (mastcut_dask.worker_preload): {time.process_time() - start:.2f} s CPU")
+    print(f"imports (mastcut_dask.pipeline.worker_preload): {time.process_time() - start:.2f} s CPU")
 
     from zarr.storage import MemoryStore
 
     from mastcut_dask import tpf_to_xarray
     from mastcut_dask.emulator.tess import cutout_files, sectors_at, tic_position
-    from mastcut_dask.store import _zarr_ready, write_dataset
-    from mastcut_dask.zarr_encode import encode_dataset
+    from mastcut_dask.store.groups import write_dataset, zarr_ready
+    from mastcut_dask.store.zarr_encode import encode_dataset
 
     ra, dec = tic_position(307210830)
     sector = sectors_at(ra, dec)[0].sector

@@ -105,7 +105,7 @@ def _warm(emu) -> None:
     import requests
 
     from mastcut_dask.emulator.tess import sectors_at, tic_position
-    from mastcut_dask.services import endpoint_url
+    from mastcut_dask.services.catalog import endpoint_url
 
     ra, dec = tic_position(307210830)
     sector = sectors_at(ra, dec)[0].sector

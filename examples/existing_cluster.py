@@ -5,7 +5,7 @@
 
 Every worker must have mastcut_dask installed. However many workers and threads there are,
 MAST never sees more than 10 requests in flight or 5 starts per second from this run: the
-budget lives on the scheduler (`mastcut_dask.throttle.ClusterThrottle`).
+budget lives on the scheduler (`mastcut_dask.pipeline.throttle.ClusterThrottle`).
 """
 
 from __future__ import annotations

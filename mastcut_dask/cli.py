@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+import warnings
+from collections import Counter
+from importlib import resources
 
+import dask
+from astropy import units as u
+
+from .emulator import MastEmulator
+from .emulator.faults import parse_fault_option
 from .exceptions import MastcutError
+from .pipeline import fetch_cutouts
+from .services import SERVICE_NAMES, clients
+from .services.catalog import ZCUT_FORMATS
+from .store import STATUSES, open_cutouts
 
 
-# ---- emulate (owner: emulator) -------------------------------------------------------------
+# ---- emulate -------------------------------------------------------------
 def _add_emulate(sub) -> None:
     p = sub.add_parser("emulate", help="serve the local MAST-compatible emulator until interrupted",
                        description="Serve TESSCut, ZCut, HAPCut and the SANTA name resolver on "
@@ -45,12 +59,6 @@ def _add_emulate(sub) -> None:
 
 
 def _run_emulate(args) -> int:
-    import signal
-    import threading
-
-    from .emulator import MastEmulator
-    from .emulator.faults import parse_fault_option
-
     faults = {}
     for text in args.fault:
         try:
@@ -88,7 +96,7 @@ def _run_emulate(args) -> int:
     return 0
 
 
-# ---- sectors / surveys / cutout (owner: clients) ---------------------------------------------
+# ---- sectors / surveys / cutout ----------------------------------------------------------------------
 def _add_client_commands(sub) -> None:
     def connection(p) -> None:
         p.add_argument("--base-url", default=None, help="MAST base URL (default: $MASTCUT_MAST_URL or MAST)")
@@ -124,13 +132,13 @@ def _add_client_commands(sub) -> None:
     c = sub.add_parser("cutout", help="download the cutouts of one target into a folder",
                        description="Download TESSCut, ZCut or HAPCut cutouts of one target into a folder "
                                    "and list the files written.")
-    c.add_argument("--service", choices=("tesscut", "zcut", "hapcut"), default="tesscut")
+    c.add_argument("--service", choices=SERVICE_NAMES, default="tesscut")
     position(c, names=True)
     c.add_argument("--size", default="5",
                    help="pixels ('10'), ny,nx ('10,20') or an angle ('2 arcmin'); default 5")
     c.add_argument("--sector", type=int, default=None, help="TESS sector (default: all)")
     c.add_argument("--survey", default=None, help="ZCut survey (default: all covering the position)")
-    c.add_argument("--format", dest="cutout_format", choices=("fits", "jpg", "png"), default="fits",
+    c.add_argument("--format", dest="cutout_format", choices=ZCUT_FORMATS, default="fits",
                    help="ZCut file format (default fits)")
     c.add_argument("--out", default=".", help="destination folder (created if missing; default .)")
     c.add_argument("--no-inflate", action="store_true", help="keep the zip archive instead of extracting it")
@@ -139,8 +147,6 @@ def _add_client_commands(sub) -> None:
 
 
 def _client(cls_name: str, args):
-    from . import clients
-
     cls = getattr(clients, cls_name)
     return cls(base_url=args.base_url, resolver_url=args.resolver_url, timeout=args.timeout,
                max_retries=args.max_retries)
@@ -176,8 +182,6 @@ def _print_warnings(caught) -> None:
 
 
 def _run_sectors(args) -> int:
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = _client("TesscutClass", args).get_sectors(radius=_client_radius(args.radius), **_client_target(args))
@@ -188,8 +192,6 @@ def _run_sectors(args) -> int:
 
 
 def _run_surveys(args) -> int:
-    import warnings
-
     coords = _client_coordinates(args)
     if coords is None:
         raise MastcutError("give --ra and --dec (degrees)")
@@ -203,8 +205,6 @@ def _run_surveys(args) -> int:
 
 
 def _run_cutout(args) -> int:
-    import warnings
-
     size = _cli_size(args.size)
     inflate = not args.no_inflate
     with warnings.catch_warnings(record=True) as caught:
@@ -229,7 +229,7 @@ def _run_cutout(args) -> int:
     return 0 if len(table) else 1
 
 
-# ---- fetch / demo (owner: pipeline) ---------------------------------------------------------
+# ---- fetch / demo ---------------------------------------------------------
 def _add_run_options(p, *, with_cluster_address: bool) -> None:
     if with_cluster_address:
         p.add_argument("--scheduler", metavar="ADDRESS",
@@ -251,7 +251,7 @@ def _add_pipeline_commands(sub) -> None:
                     "no_coverage or invalid; 1 when any failed.")
     p.add_argument("targets", help="target list: CSV or Parquet (columns name or ra,dec; optional id, "
                                    "size, sector, survey, moving, mt_type)")
-    p.add_argument("--service", choices=("tesscut", "zcut", "hapcut"), default="tesscut")
+    p.add_argument("--service", choices=SERVICE_NAMES, default="tesscut")
     p.add_argument("--size", default="5",
                    help="cutout size: pixels ('10'), ny,nx ('10,20') or an angle ('30 arcsec'); default 5")
     p.add_argument("--out", required=True, help="output folder or fsspec URL (s3://bucket/run)")
@@ -291,8 +291,6 @@ def _cli_size(text: str):
     try:
         values = [float(t) for t in parts]
     except ValueError:
-        from astropy import units as u
-
         try:
             return u.Quantity(text)
         except (TypeError, ValueError):
@@ -304,10 +302,8 @@ def _cli_size(text: str):
 
 
 def _summary(table, elapsed: float | None, out: str) -> str:
-    from collections import Counter
-
     counts = Counter(table["status"])
-    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "no_coverage", "invalid", "failed"))
+    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in STATUSES)
     took = f" in {elapsed:.1f} s" if elapsed is not None else ""
     lines = [f"{len(table)} rows{took}: {parts}", f"results: {out}"]
     for row in table:
@@ -324,8 +320,6 @@ def _quiet_cluster_logs() -> None:
     """Unless -v was given, keep Dask's own INFO chatter (cluster start/stop) off the terminal."""
     if logging.getLogger().getEffectiveLevel() < logging.WARNING:
         return
-    import dask
-
     # Worker processes inherit dask's config; this process's loggers are set directly.
     dask.config.set({"distributed.logging.distributed": "warning"})
     for name in ("distributed", "tornado", "bokeh"):
@@ -333,13 +327,11 @@ def _quiet_cluster_logs() -> None:
 
 
 def _run_fetch(args) -> int:
-    import mastcut_dask as mc
-
     _quiet_cluster_logs()
 
     if args.scheduler and (args.workers or args.threads):
         raise MastcutError("--scheduler and --workers/--threads exclude each other")
-    run = mc.fetch_cutouts(
+    run = fetch_cutouts(
         args.targets, service=args.service, size=_cli_size(args.size), sector=args.sector,
         survey=args.survey, out=args.out, base_url=args.base_url, resolver_url=args.resolver_url,
         max_concurrency=args.max_concurrency, max_rate=args.max_rate, client=args.scheduler or None,
@@ -351,17 +343,12 @@ def _run_fetch(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from importlib import resources
-
-    import mastcut_dask as mc
-    from .emulator import MastEmulator
-
     _quiet_cluster_logs()
 
     targets = str(resources.files("mastcut_dask").joinpath("data/demo_targets.csv"))
     with MastEmulator(max_cadences=args.max_cadences) as emu:
         print(f"MAST emulator at {emu.url}", flush=True)
-        run = mc.fetch_cutouts(targets, service="tesscut", size=5, out=args.out, base_url=emu.url,
+        run = fetch_cutouts(targets, service="tesscut", size=5, out=args.out, base_url=emu.url,
                                resolver_url=emu.resolver_url, max_concurrency=10, max_rate=5.0,
                                # Sum of the whole 5x5 stamp: every target gets a light curve
                                # (a threshold aperture finds no pixels around faint stars).
@@ -372,7 +359,7 @@ def _run_demo(args) -> int:
     print(_summary(table, run.elapsed, run.settings.out))
     print(f"emulator: {stats['requests']} requests, at most {stats['max_in_flight']} in flight, "
           f"{stats['status_counts'].get(503, 0)} answered 503")
-    tree = mc.open_cutouts(run.settings.out)
+    tree = open_cutouts(run.settings.out)
     n_lc = sum(1 for node in tree.subtree if node.name == "lightcurve")
     print(f"zarr store: {len(tree.children)} targets, {n_lc} stitched light curves; "
           f"open it with mastcut_dask.open_cutouts({run.settings.out!r})")

@@ -9,16 +9,7 @@ import zipfile
 
 import pytest
 
-from mastcut_dask.archive import (
-    ArchiveLimits,
-    extract_zip,
-    no_data_message,
-    parse_json,
-    read_zip_members,
-    sniff_bytes,
-    sniff_file,
-    verify_zip,
-)
+from mastcut_dask.services.archive import ArchiveLimits, extract_zip, no_data_message, parse_json, read_zip_members, sniff_bytes, sniff_file, verify_zip
 from mastcut_dask.exceptions import UnexpectedResponseError, UnsafeArchiveError
 
 

@@ -21,7 +21,7 @@ from astroquery.exceptions import NoResultsWarning as AqNoResultsWarning
 from astroquery.mast import utils as aq_utils
 from astroquery.mast.services import ServiceAPI
 
-from mastcut_dask.clients import HapcutClass, TesscutClass, ZcutClass
+from mastcut_dask.services.clients import HapcutClass, TesscutClass, ZcutClass
 from mastcut_dask.exceptions import InvalidQueryError, NoResultsWarning
 
 TESS_COORD = SkyCoord(107.18696, -70.50919, unit="deg")

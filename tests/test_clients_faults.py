@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from mastcut_dask.clients import HapcutClass, TesscutClass, ZcutClass
+from mastcut_dask.services.clients import HapcutClass, TesscutClass, ZcutClass
 from mastcut_dask.emulator import MastEmulator
 from mastcut_dask.exceptions import (
     NoResultsWarning,
@@ -207,15 +207,11 @@ def test_zcut_and_hapcut_share_the_plumbing(tmp_path):
 
 
 def test_stage_functions_for_the_pipeline(emulator, tmp_path):
-    from mastcut_dask.archive import CutoutArchive, NoData
-    from mastcut_dask.clients import (
-        download_cutout_archive,
-        extract_cutout_archive,
-        fetch_cutout_members,
-        read_cutout_members,
-    )
+    from mastcut_dask.services.archive import CutoutArchive, NoData
+    from mastcut_dask.services.queries import download_cutout_archive, extract_cutout_archive, fetch_cutout_members, read_cutout_members
     from mastcut_dask.options import ServiceOptions
-    from mastcut_dask.targets import CutoutRequest, parse_size
+    from mastcut_dask.services.request import CutoutRequest
+    from mastcut_dask.targets.size import parse_size
 
     opts = ServiceOptions(base_url=emulator.url, resolver_url=emulator.resolver_url)
     covered = CutoutRequest("tesscut", size=parse_size(3), ra=107.18696, dec=-70.50919, sector=33,
@@ -240,7 +236,7 @@ def test_sector_reply_with_a_msg_next_to_its_results_is_accepted():
     # MAST's replies put "msg" next to "results" (HAPCut does); a sector list that carries an
     # empty or informative msg is still a sector list, as astroquery's .get("results") reads it,
     # not an unexpected reply to be retried until it fails.
-    from mastcut_dask.clients import query_sectors
+    from mastcut_dask.services.queries import query_sectors
     from mastcut_dask.options import ServiceOptions
 
     rows = [{"sectorName": "tess-s0001-1-3", "sector": "1", "camera": "1", "ccd": "3"}]
@@ -291,14 +287,14 @@ def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch,
     from astroquery.mast.cutouts import TesscutClass as AqTesscut
     from astroquery.mast.services import ServiceAPI
 
-    from mastcut_dask.clients import query_sectors
+    from mastcut_dask.services.queries import query_sectors
     from mastcut_dask.options import ServiceOptions
 
     server, url, hits = _json_server(MSG_ONLY)
     try:
         opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
-        with caplog.at_level("INFO", logger="mastcut_dask.clients"):
-            assert query_sectors(opts, ra=1.0, dec=2.0) == []          # graph.discover: "no_coverage"
+        with caplog.at_level("INFO", logger="mastcut_dask.services.queries"):
+            assert query_sectors(opts, ra=1.0, dec=2.0) == []          # discovery: "no_coverage"
         assert hits == ["/tesscut/api/v0.1/sector"]                       # an outcome: not retried
         assert MSG_ONLY["msg"] in caplog.text
 
@@ -324,13 +320,13 @@ def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch,
 def test_survey_reply_with_only_a_msg_is_no_survey(caplog):
     """As for sectors: a survey reply that only carries a "msg" is "nothing here", answered at
     once, not a garbled reply retried until it fails (discovery: no_coverage, not failed)."""
-    from mastcut_dask.clients import query_surveys
+    from mastcut_dask.services.queries import query_surveys
     from mastcut_dask.options import ServiceOptions
 
     server, url, hits = _json_server({"msg": "No survey covers this position."})
     try:
         opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
-        with caplog.at_level("INFO", logger="mastcut_dask.clients"):
+        with caplog.at_level("INFO", logger="mastcut_dask.services.queries"):
             assert query_surveys(opts, ra=1.0, dec=2.0) == []
         assert "No survey covers this position." in caplog.text
         with pytest.warns(NoResultsWarning):
@@ -342,7 +338,7 @@ def test_survey_reply_with_only_a_msg_is_no_survey(caplog):
 
 
 def test_sector_reply_with_a_non_list_results_is_still_refused():
-    from mastcut_dask.clients import query_sectors
+    from mastcut_dask.services.queries import query_sectors
     from mastcut_dask.options import ServiceOptions
 
     server, url, hits = _json_server({"msg": "", "results": "tess-s0001-1-3"})

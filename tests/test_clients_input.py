@@ -9,7 +9,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from mastcut_dask import Hapcut, Tesscut, Zcut
-from mastcut_dask.clients import HapcutClass, TesscutClass, ZcutClass
+from mastcut_dask.services.clients import HapcutClass, TesscutClass, ZcutClass
 from mastcut_dask.exceptions import InvalidQueryError, ResolverError
 
 C = SkyCoord(107.18696, -70.50919, unit="deg")

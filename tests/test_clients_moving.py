@@ -8,7 +8,7 @@ import warnings
 import pytest
 from astropy.coordinates import SkyCoord
 
-from mastcut_dask.clients import TesscutClass, ZcutClass
+from mastcut_dask.services.clients import TesscutClass, ZcutClass
 from mastcut_dask.exceptions import NoResultsWarning
 
 

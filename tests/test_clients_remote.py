@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from astropy.coordinates import SkyCoord
 
-from mastcut_dask.clients import HapcutClass, TesscutClass, ZcutClass
+from mastcut_dask.services.clients import HapcutClass, TesscutClass, ZcutClass
 from mastcut_dask.options import DEFAULT_BASE_URL, DEFAULT_RESOLVER_URL
 
 pytestmark = pytest.mark.remote_data

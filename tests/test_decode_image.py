@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mastcut_dask import image_to_xarray
-from mastcut_dask.decode import fits_headers
+from mastcut_dask.decode.headers import fits_headers
 from mastcut_dask.emulator.zcut import zcut_cutout_files
 
 ANCHOR = (189.49206, 62.20615)  # the emulator's bright star in GOODS-N

@@ -16,7 +16,7 @@ import xarray as xr
 from astropy.io import fits
 
 from mastcut_dask import DecodeError, image_to_xarray, tpf_to_xarray
-from mastcut_dask.decode import fits_headers
+from mastcut_dask.decode.headers import fits_headers
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,17 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mastcut_dask.clients import SLOT_SETTLE, query_sectors
+from mastcut_dask.services.clients import SLOT_SETTLE
+from mastcut_dask.services.queries import query_sectors
 from mastcut_dask.emulator import MastEmulator
 from mastcut_dask.exceptions import (
     InvalidQueryError,
     ServiceUnavailableError,
     UnexpectedResponseError,
 )
-from mastcut_dask.http import backoff_delay, perform
+from mastcut_dask.services.http import backoff_delay, perform
 from mastcut_dask.options import ServiceOptions
-from mastcut_dask.services import endpoint_url
-from mastcut_dask.throttle import LocalThrottle, NullThrottle
+from mastcut_dask.services.catalog import endpoint_url
+from mastcut_dask.services.throttle import LocalThrottle, NullThrottle
 
 POS = dict(ra=135.1408, dec=-5.1915)
 
@@ -414,7 +415,7 @@ def test_sessions_are_lent_per_try_and_reused_across_threads():
     open a new connection for nearly every request. Sessions are lent per try instead."""
     import threading
 
-    from mastcut_dask.http import borrowed_session
+    from mastcut_dask.services.http import borrowed_session
 
     def borrow_in_a_new_thread(box):
         def run():

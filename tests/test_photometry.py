@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mastcut_dask import InvalidQueryError, aperture_photometry, stitch, tpf_to_xarray
 from mastcut_dask.emulator.tess import cutout_files, moving_cutout_files, star_truth
-from mastcut_dask.photometry import QUALITY_BITMASKS, aperture_mask, quality_mask, threshold_mask
+from mastcut_dask.decode.photometry import QUALITY_BITMASKS, aperture_mask, quality_mask, threshold_mask
 
 TIC_307210830 = (124.5317563, -68.313)
 TIC_1000000001 = (107.18696, -70.50919)  # isolated (no neighbour within 3 px brighter than 1 %)

@@ -19,9 +19,10 @@ from mastcut_dask.emulator.hapcut import hapcut_cutout_files
 from mastcut_dask.emulator.tess import moving_sectors, sectors_at, tic_position
 from mastcut_dask.emulator.zcut import zcut_surveys_at
 from mastcut_dask.options import ServiceOptions, ThrottleOptions
-from mastcut_dask.resolve import resolve_name
-from mastcut_dask.store import Manifest, product_name
-from mastcut_dask.throttle import ClusterThrottle
+from mastcut_dask.services.resolver import resolve_name
+from mastcut_dask.services.products import product_name
+from mastcut_dask.store.manifest import Manifest
+from mastcut_dask.pipeline.throttle import ClusterThrottle
 
 distributed = pytest.importorskip("distributed")
 
@@ -407,7 +408,7 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
 def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client, tmp_path):
     """HAPCut announces no products: one product whose store failed must not be hidden by its
     siblings that are done."""
-    from mastcut_dask.store import Manifest, ManifestRow
+    from mastcut_dask.store.manifest import Manifest, ManifestRow
 
     targets = [{"id": "hap_good", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]}]
     kwargs = dict(service="hapcut", size=6, out=str(tmp_path / "h"), base_url=emu.url,
@@ -480,11 +481,12 @@ def test_the_pixel_limit_is_tesscuts_alone(tmp_path):
 def test_a_bug_decoding_one_file_does_not_fail_its_siblings(emu, tmp_path, monkeypatch):
     """fetch_and_store as a plain function: one HAPCut file whose decoding raises an unexpected
     error is that product's failure; the request's other files are still stored."""
-    from mastcut_dask import graph
-    from mastcut_dask.targets import read_targets
-    from mastcut_dask.throttle import NullThrottle
+    from mastcut_dask.pipeline import tasks
+    from mastcut_dask.pipeline.settings import FetchRequest, RunSettings
+    from mastcut_dask.services.throttle import NullThrottle
+    from mastcut_dask.targets.read import read_targets
 
-    real_decode = graph.decode
+    real_decode = tasks.read_stored_fits
     victim = {}
 
     def flaky_decode(fits_path, settings):
@@ -493,12 +495,12 @@ def test_a_bug_decoding_one_file_does_not_fail_its_siblings(emu, tmp_path, monke
             raise ValueError("a decoder bug")
         return real_decode(fits_path, settings)
 
-    monkeypatch.setattr(graph, "_throttle", lambda settings: NullThrottle())
-    monkeypatch.setattr(graph, "decode", flaky_decode)
-    settings = graph.RunSettings(service="hapcut", out=str(tmp_path),
+    monkeypatch.setattr(tasks, "make_throttle", lambda settings: NullThrottle())
+    monkeypatch.setattr(tasks, "read_stored_fits", flaky_decode)
+    settings = RunSettings(service="hapcut", out=str(tmp_path),
                                  service_options=ServiceOptions(base_url=emu.url, resolver_url=emu.resolver_url))
     target = read_targets([{"id": "hap", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]}]).with_defaults(size=6).targets[0]
-    result = graph.fetch_and_store(graph.FetchRequest(target), settings)
+    result = tasks.fetch_and_store(FetchRequest(target), settings)
     assert len(result.files) == len(hapcut_cutout_files(*HAP_GOOD, 6, 6, "px")) > 1
     failed = [f for f in result.files if f.error]
     assert [f.fits_path for f in failed] == [victim["path"]]
@@ -514,11 +516,11 @@ def _probe_store(dask_worker=None):
     import threading
     import time
 
-    from mastcut_dask import graph
+    from mastcut_dask.pipeline import tasks
 
     state = {"now": 0, "max": 0, "calls": 0, "in_pool": 0}
     lock = threading.Lock()
-    real = graph.store
+    real = tasks.store_dataset
 
     def probe(*args, **kwargs):
         with lock:
@@ -533,13 +535,13 @@ def _probe_store(dask_worker=None):
             with lock:
                 state["now"] -= 1
 
-    graph.store, graph._probe_state = probe, state
+    tasks.store_dataset, tasks._probe_state = probe, state
 
 
 def _probed(dask_worker=None):
-    from mastcut_dask import graph
+    from mastcut_dask.pipeline import tasks
 
-    return dict(graph._probe_state)
+    return dict(tasks._probe_state)
 
 
 def test_decode_and_store_take_no_more_places_than_the_worker_has_threads(emu, tmp_path):
@@ -594,11 +596,11 @@ def _loaded(modules):
 
 
 def test_the_worker_preload_imports_the_decoding_stack_at_start():
-    """Workers started with mastcut_dask.worker_preload (as the clusters mastcut_dask starts
+    """Workers started with mastcut_dask.pipeline.worker_preload (as the clusters mastcut_dask starts
     are) have every module a cutout needs before their first task; others import on demand."""
-    from mastcut_dask.worker_preload import MODULES
+    from mastcut_dask.pipeline.worker_preload import MODULES
 
-    for preload, expect_missing in (([], True), (["mastcut_dask.worker_preload"], False)):
+    for preload, expect_missing in (([], True), (["mastcut_dask.pipeline.worker_preload"], False)):
         with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                                       preload=preload) as cluster, distributed.Client(cluster) as c:
             (missing,) = c.run(_loaded, MODULES).values()

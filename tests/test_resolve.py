@@ -7,7 +7,7 @@ from astroquery.mast import utils as aq_utils
 
 from mastcut_dask.exceptions import InvalidQueryError, ResolverError
 from mastcut_dask.options import ServiceOptions
-from mastcut_dask.resolve import clear_cache, resolve_name, resolve_names, resolve_names_detailed
+from mastcut_dask.services.resolver import clear_cache, resolve_name, resolve_names, resolve_names_detailed
 
 
 @pytest.fixture

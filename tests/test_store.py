@@ -15,23 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mastcut_dask.exceptions import InvalidQueryError, UnsafeArchiveError
-from mastcut_dask.store import (
-    COMMIT_DIR,
-    IN_MEMORY_BYTES,
-    MANIFEST_COLUMNS,
-    Manifest,
-    ManifestRow,
-    check_name,
-    clean_staging,
-    fits_path,
-    is_complete_group,
-    resolve_out,
-    open_cutouts,
-    product_from_sector_name,
-    product_name,
-    write_dataset,
-    write_fits,
-)
+from mastcut_dask.services.products import product_from_sector_name, product_name
+from mastcut_dask.store.fits_files import write_fits
+from mastcut_dask.store.groups import IN_MEMORY_BYTES, is_complete_group, write_dataset
+from mastcut_dask.store.layout import COMMIT_DIR, MANIFEST_COLUMNS, clean_staging, fits_path, resolve_out
+from mastcut_dask.store.manifest import Manifest, ManifestRow
+from mastcut_dask.store.tree import open_cutouts
+from mastcut_dask.targets.target import check_name
 
 TESS_FILE = "tess-s0008-1-1_135.140800_-5.191500_5x5_astrocut.fits"
 ZCUT_FILE = "candels_gn_30mas_189.492060_62.206150_100.0pix-x-100.0pix_astrocut.fits"
@@ -436,7 +426,7 @@ def store_product(out, service, target_id, filename, data, decode):
 
 def test_real_mast_files_round_trip(tmp_path):
     """The 2018 TESSCut TPF (float APERTURE, empty SECTOR, malformed column WCS) and the 2020 ZCut file."""
-    from mastcut_dask.decode import image_to_xarray, tpf_to_xarray
+    from mastcut_dask.decode.readers import image_to_xarray, tpf_to_xarray
 
     out = str(tmp_path)
     tess_name, tess_bytes = recorded_member("astrocut_107.27_-70.0_5x5.zip")
@@ -454,7 +444,7 @@ def test_real_mast_files_round_trip(tmp_path):
 
 
 def test_lazy_decoded_tpf_is_written_whole(tmp_path):
-    from mastcut_dask.decode import tpf_to_xarray
+    from mastcut_dask.decode.readers import tpf_to_xarray
 
     name, data = recorded_member("astrocut_107.27_-70.0_5x5.zip")
     path = tmp_path / name
@@ -467,8 +457,8 @@ def test_lazy_decoded_tpf_is_written_whole(tmp_path):
 
 def test_emulator_zcut_products_store_and_resume(emulator, tmp_path):
     """Files fetched over HTTP from the emulator: stored, recorded, verified on a second pass."""
-    from mastcut_dask.clients import ZcutClass
-    from mastcut_dask.decode import image_to_xarray
+    from mastcut_dask.services.clients import ZcutClass
+    from mastcut_dask.decode.readers import image_to_xarray
 
     zcut = ZcutClass(base_url=emulator.url, resolver_url=emulator.resolver_url)
     files = zcut.download_cutouts((189.49206, 62.20615), size=6, path=str(tmp_path / "download"))
@@ -513,7 +503,7 @@ def test_a_killed_client_loses_no_recorded_row(tmp_path):
 
 def test_emulator_tpfs_fixed_and_moving_round_trip(tmp_path):
     """Emulator TESSCut TPFs (one per sector, and a path-focused moving-target TPF) through the store."""
-    from mastcut_dask.decode import tpf_to_xarray
+    from mastcut_dask.decode.readers import tpf_to_xarray
     from mastcut_dask.emulator import tess
 
     out = str(tmp_path)
@@ -541,8 +531,8 @@ def test_emulator_tpfs_fixed_and_moving_round_trip(tmp_path):
 
 def test_emulator_hapcut_products_over_http(emulator, tmp_path):
     """HAPCut files from the emulator as a real HTTP server: one product per skycell/detector/filter."""
-    from mastcut_dask.clients import HapcutClass
-    from mastcut_dask.decode import image_to_xarray
+    from mastcut_dask.services.clients import HapcutClass
+    from mastcut_dask.decode.readers import image_to_xarray
 
     hap = HapcutClass(base_url=emulator.url, resolver_url=emulator.resolver_url)
     files = hap.download_cutouts((351.347812, 28.497808), size=6, path=str(tmp_path / "download"))

@@ -15,16 +15,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mastcut_dask.store import (
-    Manifest,
-    clean_staging,
-    ManifestRow,
-    open_cutouts,
-    product_name,
-    write_dataset,
-    write_fits,
-)
-from mastcut_dask.targets import read_targets
+from mastcut_dask.services.products import product_name
+from mastcut_dask.store.fits_files import write_fits
+from mastcut_dask.store.groups import write_dataset
+from mastcut_dask.store.layout import clean_staging
+from mastcut_dask.store.manifest import Manifest, ManifestRow
+from mastcut_dask.store.tree import open_cutouts
+from mastcut_dask.targets.read import read_targets
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")

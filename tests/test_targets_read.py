@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 import mastcut_dask as mc
 from mastcut_dask.exceptions import InvalidQueryError
-from mastcut_dask.targets import CutoutSize, InvalidRow, Target, TargetList, read_targets
+from mastcut_dask.targets.read import InvalidRow, TargetList, read_targets
+from mastcut_dask.targets.size import CutoutSize
+from mastcut_dask.targets.target import Target
 
 # A mixed list: names, TIC IDs, coordinates, a moving target, per-row options, and bad rows.
 CSV_TEXT = """\

@@ -15,15 +15,10 @@ from astroquery.exceptions import InvalidQueryError as AqInvalidQueryError
 from astroquery.mast.cutouts import _parse_cutout_size
 
 from mastcut_dask.exceptions import InputWarning, InvalidQueryError
-from mastcut_dask.targets import (
-    CutoutRequest,
-    CutoutSize,
-    Target,
-    make_target_id,
-    parse_coordinates,
-    parse_radius,
-    parse_size,
-)
+from mastcut_dask.services.request import CutoutRequest
+from mastcut_dask.targets.position import parse_coordinates, parse_radius
+from mastcut_dask.targets.size import CutoutSize, parse_size
+from mastcut_dask.targets.target import Target, make_target_id
 
 SAME_AS_ASTROQUERY = [
     5,

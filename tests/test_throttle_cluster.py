@@ -10,7 +10,8 @@ import pytest
 import dask
 from mastcut_dask.exceptions import InvalidQueryError
 from mastcut_dask.options import ThrottleOptions
-from mastcut_dask.throttle import ClusterThrottle, Throttle
+from mastcut_dask.pipeline.throttle import ClusterThrottle
+from mastcut_dask.services.throttle import Throttle
 
 distributed = pytest.importorskip("distributed")
 

@@ -12,9 +12,9 @@ import xarray as xr
 from zarr.storage import MemoryStore
 
 from mastcut_dask import decode as dec
-from mastcut_dask import photometry
-from mastcut_dask.store import _zarr_ready
-from mastcut_dask.zarr_encode import encode_dataset
+from mastcut_dask.decode import photometry
+from mastcut_dask.store.groups import zarr_ready
+from mastcut_dask.store.zarr_encode import encode_dataset
 
 DATA = Path(__file__).parent / "data"
 
@@ -62,7 +62,7 @@ def real_tpfs(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["astrocut_2018", "spoc", "moving"])
 def test_real_tpfs_encode_like_to_zarr(real_tpfs, name):
-    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs[name]))
+    ds = zarr_ready(dec.tpf_to_xarray(real_tpfs[name]))
     back = assert_same_group(ds)
     np.testing.assert_array_equal(back.flux.values, ds.flux.values)
     assert back.attrs == json.loads(json.dumps(ds.attrs))
@@ -72,12 +72,12 @@ def test_image_cutout_encodes_like_to_zarr():
     with zipfile.ZipFile(DATA / "astrocut_189.49206_62.20615_100x100px_f.zip") as zf:
         member = next(m for m in zf.namelist() if m.endswith(".fits"))
         ds = dec.image_to_xarray(zf.read(member))
-    assert_same_group(_zarr_ready(ds))
+    assert_same_group(zarr_ready(ds))
 
 
 def test_light_curve_encodes_like_to_zarr(real_tpfs):
     lc = photometry.aperture_photometry(dec.tpf_to_xarray(real_tpfs["astrocut_2018"]))
-    assert_same_group(_zarr_ready(lc))
+    assert_same_group(zarr_ready(lc))
 
 
 def test_edge_cases_encode_like_to_zarr():
@@ -105,9 +105,9 @@ def test_edge_cases_encode_like_to_zarr():
 
 
 def test_without_xarrays_encoders_it_falls_back_to_to_zarr(real_tpfs, monkeypatch):
-    from mastcut_dask import zarr_encode
+    from mastcut_dask.store import zarr_encode
 
-    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs["astrocut_2018"]))
+    ds = zarr_ready(dec.tpf_to_xarray(real_tpfs["astrocut_2018"]))
     fast = encode_dataset(ds)
 
     def moved(_ds):
@@ -126,7 +126,7 @@ def test_encoding_runs_in_the_calling_thread_only(real_tpfs, monkeypatch):
 
     from zarr.codecs import ZstdCodec
 
-    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
+    ds = zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
     threads = []
     original = ZstdCodec._encode_sync
 
@@ -144,7 +144,7 @@ def test_encoding_runs_in_the_calling_thread_only(real_tpfs, monkeypatch):
 def test_a_failing_array_fails_the_encoding_and_the_next_one_works(real_tpfs, monkeypatch):
     from zarr.codecs import ZstdCodec
 
-    ds = _zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
+    ds = zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
     expected = encode_dataset(ds)
     original = ZstdCodec._encode_sync
     calls = []
@@ -166,12 +166,12 @@ def test_datasets_alike_in_turn_each_encode_like_to_zarr(real_tpfs):
     """Array metadata is built once per variable layout and reused: each dataset in a row of
     look-alikes (other values, other header, a variable that is all fill value) and one of
     another shape still gives exactly what to_zarr gives, no chunk left over from the last."""
-    first = _zarr_ready(dec.tpf_to_xarray(real_tpfs["astrocut_2018"]))
+    first = zarr_ready(dec.tpf_to_xarray(real_tpfs["astrocut_2018"]))
     second = first.copy(deep=True)
     second["flux"] = second.flux + 1.0
     second["flux_err"] = second.flux_err * np.nan  # one chunk of fill value: zarr writes none
     second.attrs["OBJECT"] = "another target"
-    other_shape = _zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
+    other_shape = zarr_ready(dec.tpf_to_xarray(real_tpfs["spoc"]))
     for ds in (first, second, other_shape, first, second):
         back = assert_same_group(ds)
         np.testing.assert_array_equal(back.flux.values, ds.flux.values)

@@ -14,12 +14,13 @@ and quality bitmasks drop the flagged cadences (and NaN times).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import deque
 
 import numpy as np
 import xarray as xr
 
-from .exceptions import InvalidQueryError
+from ..exceptions import InvalidQueryError
 
 __all__ = [
     "QUALITY_BITMASKS",
@@ -32,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: lightkurve's TESS quality bitmasks (formats.md §5).
+#: lightkurve's TESS quality bitmasks (the bits of TESS's QUALITY column, as lightkurve groups them).
 QUALITY_BITMASKS = {"none": 0, "default": 17087, "hard": 24319, "hardest": 65535}
 # robust sigma from the median absolute deviation of a Gaussian
 _MAD_TO_SIGMA = 1.4826
@@ -81,8 +82,6 @@ def _median_image(flux: xr.DataArray) -> np.ndarray:
         # a median needs the whole time axis in one chunk: split the other way instead
         flux = flux.chunk({"time": -1, "y": 1, "x": -1})
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.asarray(flux.median("time", skipna=True).values, dtype=np.float64)

@@ -1,6 +1,6 @@
 """ZCut and HAPCut image cutouts (FITS, JPG, PNG) → :class:`xarray.Dataset`.
 
-Layouts (``formats.md`` §6): astrocut ``fits_cut`` files hold a data-less PRIMARY and one
+Layouts (docs/formats.md): astrocut ``fits_cut`` files hold a data-less PRIMARY and one
 image HDU per input. ZCut names every one ``CUTOUT`` (so band labels come from
 FILTER/FILTER1/FILTER2 or the input file name ``ORIG_FLE``, never from EXTNAME); HAPCut holds
 ``SCI_CUTOUT_*`` and ``WHT_CUTOUT_*`` (``O_EXT_NM`` = SCI/WHT). JPG/PNG cutouts are 8-bit
@@ -20,9 +20,11 @@ import warnings
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from PIL import Image
 
-from .decode import OpenedSource, hdulist_header_texts, header_float, header_str, quiet_wcs
-from .exceptions import DecodeError
+from ..exceptions import DecodeError
+from .headers import hdulist_header_texts, header_float, header_str, quiet_wcs
+from .opened import OpenedSource
 
 __all__ = ["build_image_dataset", "band_label"]
 
@@ -199,7 +201,6 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
 
 
 def _raster_dataset(opened: OpenedSource, origin: str | None) -> xr.Dataset:
-    from PIL import Image  # only JPG/PNG decoding needs Pillow
 
     try:
         with Image.open(io.BytesIO(opened.raw)) as image:

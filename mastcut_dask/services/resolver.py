@@ -22,18 +22,17 @@ import threading
 import warnings
 from typing import Iterable
 
-from .exceptions import InputWarning, InvalidQueryError, ResolverError, UnexpectedResponseError
+from ..exceptions import InputWarning, InvalidQueryError, ResolverError, UnexpectedResponseError
+from ..options import ServiceOptions
+from .catalog import RESOLVER_BATCH_SIZE
 from .http import HttpResult, perform
-from .options import ServiceOptions
 from .throttle import Throttle
 
-__all__ = ["BATCH_SIZE", "CATALOG_PREFIXES", "resolve_names", "resolve_names_detailed", "resolve_name",
+__all__ = ["CATALOG_PREFIXES", "resolve_names", "resolve_names_detailed", "resolve_name",
            "clear_cache"]
 
 log = logging.getLogger(__name__)
 
-#: Names per SANTA request (astroquery's batch size).
-BATCH_SIZE = 30
 #: Name prefix → SANTA resolver name of the catalogue it refers to.
 CATALOG_PREFIXES = {"TIC ": "TIC", "KIC ": "KEPLER", "EPIC ": "K2"}
 _RESOLVERS = ("NED", "SIMBAD")
@@ -192,8 +191,8 @@ def resolve_names_detailed(names: Iterable[str], options: ServiceOptions, thrott
                 positions[name] = hit
             elif name not in todo:
                 todo.append(name)
-    for start in range(0, len(todo), BATCH_SIZE):
-        batch = todo[start:start + BATCH_SIZE]
+    for start in range(0, len(todo), RESOLVER_BATCH_SIZE):
+        batch = todo[start:start + RESOLVER_BATCH_SIZE]
         entries, url = _query(batch, resolver, options, throttle)
         for name in batch:
             try:

@@ -25,6 +25,17 @@ import queue
 from typing import Any
 
 import numpy as np
+import zarr.api.asynchronous as zarr_async
+# xarray's own zarr encoders, so the bytes are exactly what to_zarr writes (tests compare them).
+from xarray.backends.zarr import (
+    FillValueCoder,
+    encode_zarr_attr_value,
+    encode_zarr_variable,
+    extract_zarr_variable_encoding,
+)
+from xarray.coding.strings import check_vlen_dtype
+from xarray.conventions import encode_dataset_coordinates
+from zarr.storage import MemoryStore
 
 __all__ = ["encode_dataset"]
 
@@ -44,8 +55,6 @@ def encode_dataset(ds) -> dict[str, bytes]:
     dict
         Store keys relative to the group, as ``to_zarr(MemoryStore, zarr_format=3)`` writes them.
     """
-    from zarr.storage import MemoryStore
-
     mapping: dict = {}
     try:
         plan = _encoded_variables(ds)
@@ -101,11 +110,6 @@ def _run_inline(coroutine) -> Any:
 
 def _encoded_variables(ds) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(arrays, group attributes)``: per variable the arguments of ``create_array`` and its data."""
-    from xarray.backends.zarr import (FillValueCoder, encode_zarr_attr_value, encode_zarr_variable,
-                                      extract_zarr_variable_encoding)
-    from xarray.coding.strings import check_vlen_dtype
-    from xarray.conventions import encode_dataset_coordinates
-
     variables, attrs = encode_dataset_coordinates(ds)
     arrays: dict[str, Any] = {}
     for name, var in variables.items():
@@ -132,8 +136,6 @@ def _encoded_variables(ds) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def _write_group(store, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
-    import zarr.api.asynchronous as zarr_async
-
     await zarr_async.open_group(store=store, mode="w", zarr_format=3, attributes=attrs)
     for name, spec in arrays.items():
         spec = dict(spec)
@@ -163,9 +165,6 @@ class _ArrayTemplate:
 
     @classmethod
     async def create(cls, name: str, spec: dict[str, Any]) -> "_ArrayTemplate":
-        import zarr.api.asynchronous as zarr_async
-        from zarr.storage import MemoryStore
-
         objects: dict = {}
         group = await zarr_async.open_group(store=MemoryStore(store_dict=objects), mode="w", zarr_format=3)
         return cls(name, await group.create_array(name, **spec), objects)

@@ -1,6 +1,6 @@
 """The ``ds.mastcut`` accessor: the decoders' and photometry's helpers as dataset methods.
 
-Registered when :mod:`mastcut_dask.decode` is imported (so any dataset made by
+Registered when :mod:`mastcut_dask` is imported (so any dataset made by
 :func:`~mastcut_dask.tpf_to_xarray` or read back from zarr has it). The plain functions stay
 the primary API; this only saves passing the dataset around::
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .exceptions import DecodeError, InvalidQueryError
+from ..exceptions import DecodeError, InvalidQueryError
+from .headers import fits_headers, quiet_wcs
+from .photometry import aperture_mask, aperture_photometry
 
 __all__ = ["MastcutAccessor"]
 
@@ -28,20 +30,14 @@ class MastcutAccessor:
 
     def lightcurve(self, aperture="threshold", **kwargs) -> xr.Dataset:
         """Aperture photometry; see :func:`mastcut_dask.aperture_photometry` for the arguments."""
-        from .photometry import aperture_photometry
-
         return aperture_photometry(self._ds, aperture, **kwargs)
 
     def aperture_mask(self, aperture="threshold", **kwargs) -> xr.DataArray:
-        """The pixel mask a light curve would use; see :func:`mastcut_dask.photometry.aperture_mask`."""
-        from .photometry import aperture_mask
-
+        """The pixel mask a light curve would use; see :func:`mastcut_dask.decode.photometry.aperture_mask`."""
         return aperture_mask(self._ds, aperture, **kwargs)
 
     def headers(self) -> list:
         """The source file's FITS headers, rebuilt from ``attrs["fits_headers"]``."""
-        from .decode import fits_headers
-
         return fits_headers(self._ds)
 
     def wcs(self, hdu: int | None = None):
@@ -54,8 +50,6 @@ class MastcutAccessor:
         InvalidQueryError
             If the file had no HDU ``hdu``.
         """
-        from .decode import quiet_wcs
-
         if not self._ds.attrs.get("wcs_valid"):
             raise DecodeError(f"{self._ds.attrs.get('source_file') or 'dataset'} has no valid WCS")
         headers = self.headers()
@@ -78,7 +72,7 @@ class MastcutAccessor:
         try:
             import matplotlib.pyplot as plt
         except ImportError as err:  # an optional extra, never a dependency
-            raise ImportError("plot_frame needs matplotlib (pip install matplotlib)") from err
+            raise ImportError("plot_frame needs matplotlib: pip install \"mastcut_dask[plot]\" (or pip install matplotlib)") from err
         ds = self._ds
         name = variable or next(v for v in ("flux", "image", "sci") if v in ds.data_vars)
         data = ds[name]

@@ -1,152 +1,26 @@
-"""Request budgets: at most N requests in flight and at most R starts per second.
-
-`Throttle` is the one protocol every fetching function takes: ``with throttle.lease(): ...``
-around the request and the body read (while bytes move), never around backoff sleeps,
-decoding or writing. `LocalThrottle` enforces the budget inside one process for all of its
-threads; `NullThrottle` enforces nothing. A cluster-wide implementation of the same protocol
-lives further down in this module.
-"""
+"""The cluster-wide request budget: distributed's named Semaphores, shared by every worker and
+thread of a run (see docs/architecture.md, "The throttle")."""
 
 from __future__ import annotations
 
 import contextlib
-import heapq
+import logging
+import math
 import threading
 import time
-from typing import ContextManager, Iterator, Protocol, runtime_checkable
+import weakref
+from typing import Iterator
 
-__all__ = ["Throttle", "NullThrottle", "LocalThrottle"]
+import dask
+from distributed import Semaphore, get_client, get_worker
 
+from ..exceptions import InvalidQueryError
+from ..options import ThrottleOptions
 
-@runtime_checkable
-class Throttle(Protocol):
-    """Anything that can lend a request slot.
-
-    ``lease()`` returns a context manager; the slot is held for the duration of the ``with``
-    block and given back on exit, also on errors.
-    """
-
-    def lease(self) -> ContextManager[None]:
-        """Wait for a slot, hold it inside the ``with`` block."""
-        ...
+__all__ = ["ClusterThrottle"]
 
 
-class NullThrottle:
-    """A throttle that never waits (for tests and single requests)."""
-
-    def lease(self) -> ContextManager[None]:
-        """A context manager that does nothing."""
-        return contextlib.nullcontext()
-
-    def __repr__(self) -> str:
-        return "NullThrottle()"
-
-
-class LocalThrottle:
-    """Concurrency and start-rate limit shared by every thread of one process.
-
-    Parameters
-    ----------
-    max_concurrency : int
-        Requests in flight at once (MAST allows 10 per user).
-    max_rate : float
-        Request starts per second; 0 switches the rate limit off.
-    settle : float
-        Seconds a returned slot stays unusable. A server counts a request as finished a
-        little after the client has read its last byte; without this margin a request
-        started at once in the freed slot can find the server still at its limit (503).
-
-    Notes
-    -----
-    Pickling gives a fresh throttle with the same limits: locks cannot cross processes, and a
-    per-process budget is what this class promises. Use the cluster-wide throttle to share
-    one budget between processes.
-    """
-
-    def __init__(self, max_concurrency: int = 10, max_rate: float = 0.0, settle: float = 0.0):
-        from .exceptions import InvalidQueryError
-
-        if isinstance(max_concurrency, bool) or int(max_concurrency) < 1:
-            raise InvalidQueryError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-        if not max_rate >= 0:
-            raise InvalidQueryError(f"max_rate must be >= 0 (0 = off), got {max_rate!r}")
-        if not settle >= 0:
-            raise InvalidQueryError(f"settle must be >= 0 seconds, got {settle!r}")
-        self.max_concurrency = int(max_concurrency)
-        self.max_rate = float(max_rate)
-        self.settle = float(settle)
-        self._cond = threading.Condition()
-        self._cooling: list[float] = []   # monotonic times at which settling slots come back
-        self._next_start = 0.0
-        self._in_flight = 0
-        self._max_in_flight = 0
-
-    def __reduce__(self):
-        return (type(self), (self.max_concurrency, self.max_rate, self.settle))
-
-    def __repr__(self) -> str:
-        return (f"LocalThrottle(max_concurrency={self.max_concurrency}, max_rate={self.max_rate}, "
-                f"settle={self.settle})")
-
-    @property
-    def in_flight(self) -> int:
-        """Leases held right now."""
-        return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        """The most leases ever held at once by this throttle."""
-        return self._max_in_flight
-
-    def _acquire(self) -> float:
-        """Take a slot; returns how long to wait for the rate limit before starting."""
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._cooling and self._cooling[0] <= now:
-                    heapq.heappop(self._cooling)
-                if self._in_flight + len(self._cooling) < self.max_concurrency:
-                    break
-                self._cond.wait(self._cooling[0] - now if self._cooling else None)
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            if self.max_rate <= 0:
-                return 0.0
-            start = max(now, self._next_start)
-            self._next_start = start + 1.0 / self.max_rate
-            return start - now
-
-    def _release(self) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            if self.settle > 0:
-                heapq.heappush(self._cooling, time.monotonic() + self.settle)
-            self._cond.notify()
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[None]:
-        """Hold one of ``max_concurrency`` slots; starts are spaced by ``1 / max_rate`` seconds."""
-        wait = self._acquire()
-        try:
-            # The slot is held while waiting for the rate limit, so that a burst of freed
-            # slots cannot turn into a burst of request starts.
-            if wait > 0:
-                time.sleep(wait)
-            yield
-        finally:
-            self._release()
-
-
-# ---- cluster-wide throttle (owner: pipeline) -------------------------------------------------
-import logging as _logging
-import math as _math
-import threading as _threading
-import weakref as _weakref
-
-from .exceptions import InvalidQueryError as _InvalidQueryError
-from .options import ThrottleOptions
-
-_CLUSTER_REGISTER_LOCK = _threading.Lock()
+_CLUSTER_REGISTER_LOCK = threading.Lock()
 # Time added to each rate lease on top of its share of the second: covers the gap between the
 # scheduler granting a start slot and the server noting the request's arrival, so that jitter
 # there (thread wake-ups, connection set-up, a busy server) cannot squeeze one start too many
@@ -181,8 +55,8 @@ class ClusterThrottle:
 
     ``lease()`` blocks the calling thread while it waits. Callers inside Dask tasks should run
     the whole request seceded from the worker's thread pool (``distributed.secede``, as
-    `mastcut_dask.graph` does, rejoining only after the bytes are in) so that waiting for a
-    lease never keeps decode and store work from running.
+    `mastcut_dask.pipeline.tasks` does) so that waiting for a lease never keeps decode and
+    store work from running.
 
     Parameters
     ----------
@@ -199,21 +73,21 @@ class ClusterThrottle:
         options = options if options is not None else ThrottleOptions()
         if isinstance(options.max_concurrency, bool) or not isinstance(options.max_concurrency, int) \
                 or options.max_concurrency < 1:
-            raise _InvalidQueryError(f"max_concurrency must be a positive integer, got {options.max_concurrency!r}.")
+            raise InvalidQueryError(f"max_concurrency must be a positive integer, got {options.max_concurrency!r}.")
         try:
             rate = float(options.max_rate)
         except (TypeError, ValueError):
-            raise _InvalidQueryError(f"max_rate must be a number, got {options.max_rate!r}.") from None
-        if not _math.isfinite(rate) or rate < 0:
-            raise _InvalidQueryError(f"max_rate must be a finite number >= 0 (0 = no limit), got {options.max_rate!r}.")
+            raise InvalidQueryError(f"max_rate must be a number, got {options.max_rate!r}.") from None
+        if not math.isfinite(rate) or rate < 0:
+            raise InvalidQueryError(f"max_rate must be a finite number >= 0 (0 = no limit), got {options.max_rate!r}.")
         if isinstance(options.lease_timeout, bool) or not isinstance(options.lease_timeout, (int, float)) \
-                or not _math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
-            raise _InvalidQueryError(f"lease_timeout must be a positive number of seconds, got {options.lease_timeout!r}.")
+                or not math.isfinite(options.lease_timeout) or options.lease_timeout <= 0:
+            raise InvalidQueryError(f"lease_timeout must be a positive number of seconds, got {options.lease_timeout!r}.")
         if isinstance(options.release_delay, bool) or not isinstance(options.release_delay, (int, float)) \
                 or not 0 <= options.release_delay < 60:
-            raise _InvalidQueryError(f"release_delay must be a number of seconds in [0, 60), got {options.release_delay!r}.")
+            raise InvalidQueryError(f"release_delay must be a number of seconds in [0, 60), got {options.release_delay!r}.")
         self.options = options
-        self._lock = _threading.Lock()
+        self._lock = threading.Lock()
         self._concurrency = None
         self._rate = None
 
@@ -237,7 +111,7 @@ class ClusterThrottle:
         rate = float(self.options.max_rate)
         if not rate:
             return 0, 0.0
-        leases = max(1, int(_math.floor(rate)))
+        leases = max(1, int(math.floor(rate)))
         return leases, leases / rate + _RATE_MARGIN_S
 
     def __getstate__(self):
@@ -277,7 +151,7 @@ class ClusterThrottle:
             if rate is not None:
                 rate.acquire()
                 # Released on a timer, not on exit: the slot measures starts, not durations.
-                timer = _threading.Timer(self.rate_window[1], _release_quietly, args=(rate,))
+                timer = threading.Timer(self.rate_window[1], _release_quietly, args=(rate,))
                 timer.daemon = True
                 timer.start()
             yield
@@ -297,14 +171,12 @@ class ClusterThrottle:
 # loop runs (the callback holds the object, so it is never collected): tasks that each build a
 # ClusterThrottle must share one handle per name, not add one per task. A handle is only a
 # connection; the budget itself lives on the scheduler.
-_SEMAPHORE_HANDLES: "_weakref.WeakKeyDictionary[object, dict]" = _weakref.WeakKeyDictionary()
+_SEMAPHORE_HANDLES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
 def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
     """A `distributed.Semaphore` registered on the scheduler with this lease timeout (one
     handle per process and Worker/Client for each name, limits and timeout)."""
-    import dask
-    from distributed import Semaphore, get_client, get_worker
 
     try:
         owner = get_worker()
@@ -329,7 +201,7 @@ def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
 
 def _release_quietly(sem) -> None:
     """Give a lease back; a failure is logged (the scheduler reclaims it after its timeout)."""
-    log = _logging.getLogger(__name__)
+    log = logging.getLogger(__name__)
     try:
         released = sem.release()
     except Exception:  # noqa: BLE001 - a release must never mask the request's own outcome

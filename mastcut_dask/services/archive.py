@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from typing import IO, Any, Iterable
 
-from .exceptions import UnexpectedResponseError, UnsafeArchiveError
+from ..exceptions import UnexpectedResponseError, UnsafeArchiveError
 
 __all__ = [
     "ArchiveLimits",

@@ -1,6 +1,6 @@
 """TESSCut target pixel files (regular and moving-target) → :class:`xarray.Dataset`.
 
-All knowledge of the TPF layout is here (``formats.md`` §2–§5): the PIXELS table, the
+All knowledge of the TPF layout is here (docs/formats.md): the PIXELS table, the
 APERTURE image and its WCS, the version-dependent per-column WCS, and the quirks of real
 service files. Quirks are decoded, never fatal; each one found is named in
 ``attrs["quirks"]``:
@@ -23,6 +23,7 @@ Columns are big-endian in every FITS file; all arrays are returned in native byt
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 
@@ -30,17 +31,9 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
-from .decode import (
-    FileLocation,
-    OpenedSource,
-    header_float,
-    header_int,
-    header_str,
-    header_value,
-    hdulist_header_texts,
-    quiet_wcs,
-)
-from .exceptions import DecodeError, InvalidQueryError
+from ..exceptions import DecodeError, InvalidQueryError
+from .headers import hdulist_header_texts, header_float, header_int, header_str, header_value, quiet_wcs
+from .opened import FileLocation, OpenedSource
 
 __all__ = ["build_tpf_dataset", "find_pixels_hdu", "PixelColumnReader"]
 
@@ -122,7 +115,7 @@ class PixelColumnReader:
 
     Presents ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` so
     ``dask.array.from_array`` can wrap it; it pickles as a few numbers and a
-    :class:`~mastcut_dask.decode.FileLocation`, and opens the file only inside
+    :class:`~mastcut_dask.decode.opened.FileLocation`, and opens the file only inside
     ``__getitem__`` (so nothing is read until a chunk is computed).
     """
 
@@ -206,7 +199,7 @@ def _time_chunk(chunks, row_bytes: int, nrows: int) -> int:
     if chunks in ("auto", None):
         # dask's own target size (128 MiB by default): most TPFs are then one chunk, and
         # reading a whole variable needs no concatenation copy
-        import dask
+        import dask  # only a chunked decode needs dask (heavy to import)
         from dask.utils import parse_bytes
 
         target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
@@ -266,8 +259,6 @@ def _direct_table(opened: OpenedSource, layout: np.dtype | None, offset: int | N
             raise DecodeError(f"{opened.name or 'input'}: file ends inside the PIXELS table")
         return np.frombuffer(opened.fits_bytes, dtype=layout, count=nrows, offset=offset)
     if opened.location is not None and opened.location.is_local:
-        import os
-
         if offset + nrows * layout.itemsize > os.path.getsize(opened.location.local_path):
             raise DecodeError(f"{opened.name or 'input'}: file ends inside the PIXELS table")
         if nrows == 0:
@@ -535,7 +526,7 @@ def _ccd_origin(pix_hdr: fits.Header, index_of: dict[str, int]) -> tuple[int, in
         if col is not None and row is not None:
             crp_c, crp_r = header_int(pix_hdr, f"1CRP{n}P") or 1, header_int(pix_hdr, f"2CRP{n}P") or 1
             col, row = col - (crp_c - 1), row - (crp_r - 1)
-            # "present and sane" (formats.md §11): a position no CCD has would overflow the
+            # "present and sane": a position no CCD has would overflow the
             # int32 coords; the CCD position is never required, so drop it instead
             if max(abs(col), abs(row)) > _CCD_PIXEL_LIMIT:
                 log.info("CCD position (%d, %d) from 1CRV%dP/2CRV%dP is not sane; not used", col, row, n, n)

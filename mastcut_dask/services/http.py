@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import logging
 import os
 import random
@@ -37,18 +38,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
-from .exceptions import (
+from ..exceptions import (
     InvalidQueryError,
     MastcutError,
     ServiceError,
     ServiceUnavailableError,
     UnexpectedResponseError,
 )
-from .options import ServiceOptions
+from ..options import ServiceOptions
 from .throttle import NullThrottle, Throttle
 
 __all__ = ["HttpResult", "perform", "backoff_delay", "borrowed_session", "RETRY_STATUSES", "KEEP_TEMPORARY"]
@@ -133,8 +135,6 @@ _idle_pid = os.getpid()
 
 
 def _new_session() -> requests.Session:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ours = version("mastcut_dask")
     except PackageNotFoundError:  # source tree never installed
@@ -223,8 +223,6 @@ def _server_words(resp: requests.Response) -> str:
         raw = b""
     text = raw.decode("utf-8", "replace")
     try:
-        import json
-
         obj = json.loads(text)
         if isinstance(obj, dict):
             for key in ("msg", "message", "error", "detail"):

@@ -4,26 +4,25 @@ A fresh worker otherwise imports astropy, xarray, zarr and dask.array on its fir
 about 1.2 s of CPU (`benchmarks/store.py` prints it), spent while requests are in flight and competing with them for the CPU.
 Clusters that `mastcut_dask` starts itself use this preload; for others::
 
-    dask worker tcp://scheduler:8786 --preload mastcut_dask.worker_preload
+    dask worker tcp://scheduler:8786 --preload mastcut_dask.pipeline.worker_preload
 
-or ``LocalCluster(..., preload=["mastcut_dask.worker_preload"])``.
+or ``LocalCluster(..., preload=["mastcut_dask.pipeline.worker_preload"])``.
 """
 
 from __future__ import annotations
+
+import importlib
 
 #: The modules a worker needs to fetch, decode and store a cutout.
 MODULES = (
     "astropy.io.fits", "astropy.wcs", "astropy.table", "dask.array", "numcodecs", "requests",
     "xarray", "xarray.backends.zarr", "zarr", "zarr.api.asynchronous",
-    "mastcut_dask.clients", "mastcut_dask.decode", "mastcut_dask.graph", "mastcut_dask.store",
-    "mastcut_dask.zarr_encode",
+    "mastcut_dask.services", "mastcut_dask.decode", "mastcut_dask.store", "mastcut_dask.pipeline.tasks",
 )
 
 
 def import_all() -> None:
     """Import every module of `MODULES` (each at most once per process, as any import)."""
-    import importlib
-
     for name in MODULES:
         importlib.import_module(name)
 
