@@ -1,4 +1,4 @@
-"""The seed document's examples (docs/mast_cut.rst as shared with the project), run as doctests
+"""The examples of astroquery's MAST cutout documentation (tests/data/mast_cut.rst), run as doctests
 through ``from mastcut_dask import Tesscut, Zcut, Hapcut`` against the emulator.
 
 The document is astroquery's; only its import line changes. Examples marked
@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 # The project's copy of the document (astroquery's docs/mast/mast_cut.rst, BSD-3, see
-# tests/data/ATTRIBUTION.md); the shared original lies beside the repository when it is there.
+# tests/data/ATTRIBUTION.md).
 SEED = Path(__file__).parent / "data" / "mast_cut.rst"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mast_cut.rst"
 
 # astropy's doctest plugin spelling; registering it lets the standard parser read the document.
 IGNORE_OUTPUT = doctest.register_optionflag("IGNORE_OUTPUT")
@@ -44,11 +43,6 @@ class _Checker(doctest.OutputChecker):
 
 def _document() -> str:
     return SEED.read_text(encoding="utf-8")
-
-
-@pytest.mark.skipif(not SHARED.exists(), reason="no shared/ folder beside the repository")
-def test_copy_of_the_seed_document_is_current():
-    assert SEED.read_text(encoding="utf-8") == SHARED.read_text(encoding="utf-8")
 
 
 def _examples():
