@@ -26,14 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
+from .constants import (DEFAULT_MINMAX_PERCENT, FALSE_WORDS, IMAGE_FORMATS, MAX_CUTOUT_PIXELS,
+                        SIZE_UNITS, STRETCHES, TRUE_WORDS)
 from .errors import BadRequest
 from .fitsbytes import fill_checksum, ones_sum, padding
 
 __all__ = [
-    "MAX_CUTOUT_PIXELS",
-    "STRETCHES",
-    "IMAGE_FORMATS",
-    "DEFAULT_MINMAX_PERCENT",
     "TanGrid",
     "SourceList",
     "ImageParams",
@@ -48,12 +46,6 @@ __all__ = [
     "fits_file",
     "encode_image",
 ]
-
-#: Largest cutout (rows × columns) the emulator serves; MAST quotes "fewer than 10,000 pixels".
-MAX_CUTOUT_PIXELS = 10_000
-STRETCHES = ("asinh", "sinh", "sqrt", "log", "linear")
-IMAGE_FORMATS = ("fits", "jpg", "png")
-DEFAULT_MINMAX_PERCENT = (0.5, 99.5)
 
 _END_CARD = "END".ljust(80)
 _U64 = np.uint64
@@ -235,7 +227,7 @@ def parse_position(ra, dec) -> tuple[float, float]:
 def parse_units(units) -> str:
     """``"px"`` or ``"d"``; anything else is a :class:`BadRequest`."""
     text = "px" if units is None else str(units).strip().lower()
-    if text not in ("px", "d"):
+    if text not in SIZE_UNITS:
         raise BadRequest(f"units must be 'px' or 'd', not {units!r}")
     return text
 
@@ -284,10 +276,6 @@ class ImageParams:
     invert: bool = False
 
 
-_TRUE = {"true", "1", "t", "yes", "y", "on"}
-_FALSE = {"false", "0", "f", "no", "n", "off", ""}
-
-
 def _pair(name: str, value) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -313,9 +301,9 @@ def _flag(name: str, value) -> bool:
     if isinstance(value, bool) or value is None:
         return bool(value)
     text = str(value).strip().lower()
-    if text in _TRUE:
+    if text in TRUE_WORDS:
         return True
-    if text in _FALSE:
+    if text in FALSE_WORDS:
         return False
     raise BadRequest(f"{name} must be True or False, not {value!r}")
 

@@ -41,12 +41,14 @@ from ._tess_geometry import (
     FFI_ROWS,
     CcdId,
     MOVING_PINS,
+    PIXEL_SCALE_DEG,
     layout,
     sector_cadences,
     slots_covering,
 )
 from ._tess_moving import moving_path, moving_tpf, safe_name
 from ._tess_pixels import render
+from .constants import MAX_CUTOUT_PIXELS, SIZE_UNITS
 from .errors import BadRequest
 from .sky import S_MOVING, StarTruth, hash_u64, star_truth, tic_position, variability_at
 
@@ -73,8 +75,7 @@ __all__ = [
     "layout",
 ]
 
-TESS_PIXEL_SCALE_DEG: float = 21 / 3600
-MAX_CUTOUT_PIXELS = 10_000
+TESS_PIXEL_SCALE_DEG: float = PIXEL_SCALE_DEG  # public name of the geometry module's scale
 
 
 def sectors_at(ra: float, dec: float, radius_deg: float = 0.0, *, seed: int = 0) -> list[CcdId]:
@@ -157,7 +158,7 @@ def parse_size(x, y, units) -> tuple[int, int]:
         Unknown units, non-numeric, non-finite or non-positive sizes, or more than
         ``MAX_CUTOUT_PIXELS`` pixels in total.
     """
-    if units not in ("px", "d"):
+    if units not in SIZE_UNITS:
         raise BadRequest(f"invalid units {units!r}: must be 'px' or 'd'")
     out = []
     for name, v in (("x", x), ("y", y)):
