@@ -30,6 +30,7 @@ from .constants import (DEFAULT_MINMAX_PERCENT, FALSE_WORDS, IMAGE_FORMATS, MAX_
                         SIZE_UNITS, STRETCHES, TRUE_WORDS)
 from .errors import BadRequest
 from .fitsbytes import fill_checksum, ones_sum, padding
+from .splitmix import splitmix64
 
 __all__ = [
     "TanGrid",
@@ -413,19 +414,12 @@ class Band:
     noise: float
 
 
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    z = z + _U64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return z ^ (z >> _U64(31))
-
-
 def pixel_noise(salt: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Standard-normal noise that depends only on ``salt`` and the global pixel index."""
     with np.errstate(over="ignore"):
         gx = (xs.astype(np.int64) & 0xFFFFFFFF).astype(_U64)
         gy = (ys.astype(np.int64) & 0xFFFFFFFF).astype(_U64)
-        h = _splitmix64((gy[:, None] << _U64(32)) ^ gx[None, :] ^ _U64(salt))
+        h = splitmix64((gy[:, None] << _U64(32)) ^ gx[None, :] ^ _U64(salt))
     u1 = ((h >> _U64(32)).astype(np.float64) + 0.5) * 2.0 ** -32
     u2 = ((h & _U64(0xFFFFFFFF)).astype(np.float64) + 0.5) * 2.0 ** -32
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)

@@ -145,6 +145,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .splitmix import splitmix64
+
 __all__ = [
     "CELL_DEG",
     "N_CELLS",
@@ -176,14 +178,6 @@ CELL_DEG = 0.05
 _N_BANDS = 3600
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def hash_u64(seed: int, *keys) -> np.ndarray:
     """Hash a seed and integer keys (scalars or broadcastable arrays) to uint64.
 
@@ -200,11 +194,11 @@ def hash_u64(seed: int, *keys) -> np.ndarray:
         uint64 array with the broadcast shape of the keys (at least 1-D).
     """
     with np.errstate(over="ignore"):
-        h = _mix(np.atleast_1d(np.asarray((_SALT ^ (int(seed) & _M64)), dtype=np.uint64)))
+        h = splitmix64(np.atleast_1d(np.asarray((_SALT ^ (int(seed) & _M64)), dtype=np.uint64)))
         for k in keys:
             k = np.asarray(k)
             k = k.astype(np.int64).view(np.uint64) if k.dtype.kind == "i" else k.astype(np.uint64)
-            h = _mix(h ^ np.atleast_1d(k))
+            h = splitmix64(h ^ np.atleast_1d(k))
     return h
 
 
