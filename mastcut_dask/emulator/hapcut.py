@@ -46,7 +46,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, card, check_area, fits_file,
+from .fitsbytes import card, fits_file
+from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, check_area,
                        parse_units, pixel_noise, point_in_polygon, polygon_mask, render_window,
                        positive_size, size_to_pixels, stable_seed, tan_project)
 
