@@ -1,4 +1,4 @@
-"""Write astrocut (>= 1.0) style TESSCut target pixel files as FITS bytes (formats.md 2 and 3).
+"""Write astrocut (>= 1.0) style TESSCut target pixel files (fixed and moving targets) as FITS bytes.
 
 Headers are formatted card by card and data are written straight from big-endian numpy
 arrays: astropy's table machinery costs more than the whole pixel model for a small
@@ -21,7 +21,7 @@ _TT_MINUS_UTC_DAYS = 69.184 / 86400.0  # 32.184 s + 37 leap seconds (valid since
 
 
 def _hdu(cards: list[Card], data=None) -> list:
-    """One HDU's parts (see :func:`.fitsbytes.hdu_parts`), cards formatted as TESS files have them."""
+    """One HDU's parts (:func:`.fitsbytes.hdu_parts`) with the cards formatted the TESS way."""
     return hdu_parts([fixed_card(*c) for c in cards], data)
 
 
@@ -66,7 +66,7 @@ def ffi_names(c: CcdId, seed: int = 0) -> np.ndarray:
 def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj: float | None,
                   obj: str = "", tstart: float | None = None, tstop: float | None = None,
                   seed: int = 0) -> list[Card]:
-    """PRIMARY keywords of a TPF made from the first ``n`` cadences (formats.md 2.5)."""
+    """PRIMARY keywords of a TPF made from the first ``n`` cadences."""
     if tstart is None:
         tstart = float(cad.time[0] - cad.timedel / 2.0)
     if tstop is None:
@@ -135,7 +135,7 @@ def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj
 
 
 def _image_cards(c: CcdId, cad: Cadences, ffi_name: str, seed: int) -> list[Card]:
-    """Keywords astrocut copies from the WCS-reference FFI's image header (formats.md 2.3)."""
+    """Keywords astrocut copies into PIXELS from the image header of the FFI that gave the WCS."""
     timedel = cad.timedel
     telapse = float(cad.time[-1] - cad.time[0] + timedel)
     cards: list[Card] = [

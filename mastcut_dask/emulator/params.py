@@ -3,7 +3,7 @@
 Everything here turns untrusted wire text into plain Python values, or raises
 :class:`~mastcut_dask.emulator.errors.BadRequest` (answered with HTTP 400 and a JSON ``msg``).
 
-Conventions, following the real services (``mast-api.md`` §0–§7):
+Conventions, as the real services take them:
 
 * a list travels as repeated keys (``sector=28&sector=68``); a literal ``sector=[28, 68]`` or
   ``sector=28,68`` is tolerated too, and ``sector=All`` (or 0, or empty) means every sector;

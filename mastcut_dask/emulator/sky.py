@@ -20,7 +20,7 @@ Geometry (:mod:`mastcut_dask.emulator._tess_geometry`)
 * A slot is one ``(sector, camera, ccd)`` with sector 1-104, camera 1-4, ccd 1-4. Each slot is
   used at most once in the whole sky and has ONE fixed TAN WCS: 21 arcsec/px, a rotation
   ``theta`` hashed uniformly in [0, 360) deg written as a *pure rotation*
-  ``PC = s [[cos, -sin], [sin, cos]]`` (positive determinant, like real TESS WCSs, formats.md 2.4),
+  ``PC = s [[cos, -sin], [sin, cos]]`` (positive determinant, as in real TESS FFI WCSs),
   CDELT = 1, CRPIX = (1068.5, 1024.5) = centre of the science area.
 * The FFI is 2136 columns x 2078 rows; science pixels are FITS columns 45-2092 and rows 1-2048
   (0-based numpy: ``[0:2048, 44:2092]``). A position is *covered* by a slot when it projects
@@ -51,7 +51,7 @@ Geometry (:mod:`mastcut_dask.emulator._tess_geometry`)
 
 Cadences (:func:`_tess_geometry.sector_cadences`)
 -------------------------------------------------
-* ``TIMEDEL`` 1800 s for sectors 1-26, 600 s for 27-55, 200 s from 56 (formats.md 4).
+* ``TIMEDEL`` 1800 s for sectors 1-26, 600 s for 27-55, 200 s from 56 (the real FFI cadences).
 * Cadence count ``n = int(D * 86400 / TIMEDEL)`` with ``D = 23.5 + 2 u`` days; pinned:
   sector 1 -> 1282, sector 33 -> 3495.
 * Sector start ``t0 = 1325.29 + 27.3 (sector - 1) + 0.2 u`` (BTJD). The sector is two orbits:

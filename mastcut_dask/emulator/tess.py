@@ -5,7 +5,7 @@ the functions here; tests use the truth API (:func:`ccd_pixels`, :func:`ccd_wcs`
 :func:`sector_times`, :func:`cutout_window`, :func:`star_truth`, :func:`moving_truth`) to check
 what clients decode.
 
-Files follow formats.md 2 as astrocut >= 1.0 writes them: PRIMARY (no data; ORIGIN='STScI/MAST',
+Files are laid out as astrocut >= 1.0 writes them: PRIMARY (no data; ORIGIN='STScI/MAST',
 CREATOR='astrocut', PROCVER='1.4.0', FFI_TYPE='SPOC', SECTOR/CAMERA/CCD ints, time keywords,
 TICID undefined), PIXELS (the 12 columns; RAW_CNTS all -1 with TNULL4=-1, CADENCENO and
 FLUX_BKG*/POS_CORR* all 0, FFI_FILE truncated to 38 characters; a copy of every PRIMARY
@@ -317,7 +317,7 @@ def _fixed_tpf(c: CcdId, ra: float, dec: float, nx: int, ny: int, max_cadences: 
 def moving_cutout_files(obj_id: str, obj_type: str | None, x: float, y: float, units: str, *,
                         sectors: Sequence[int] | None = None, max_cadences: int | None = None,
                         seed: int = 0) -> list[tuple[str, bytes]]:
-    """Path-focused TPFs of a moving target, one per sector it crosses (formats.md 3).
+    """TPFs of a moving target whose window follows its path, one per sector it crosses.
 
     Each file has the 12 regular PIXELS columns plus TGT_X, TGT_Y, TGT_RA, TGT_DEC; only the
     cadences on which the whole window fits on the science area, in time order; an APERTURE
