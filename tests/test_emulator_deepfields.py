@@ -468,7 +468,7 @@ def test_star_centroid_matches_astropy_world_to_pixel(service):
 
 def test_grid_geometry_agrees_with_astropy_far_from_the_tangent_point():
     # HAPCut skycells sit ~0.5 deg from their projection cell's tangent point.
-    from mastcut_dask.emulator.imagecut import card, image_cards
+    from mastcut_dask.emulator.fitsbytes import card, image_cards
 
     grid = hap.product_grid(hap.SKYCELLS[0].name, False)
     header = fits.Header.fromstring("".join(

@@ -1,4 +1,4 @@
-"""Write astrocut (>= 1.0) style TESSCut target pixel files as FITS bytes (formats.md 2 and 3).
+"""Write astrocut (>= 1.0) style TESSCut target pixel files (fixed and moving targets) as FITS bytes.
 
 Headers are formatted card by card and data are written straight from big-endian numpy
 arrays: astropy's table machinery costs more than the whole pixel model for a small
@@ -9,82 +9,20 @@ cutout, and the server must not be the bottleneck. Tests open every file with as
 from __future__ import annotations
 
 import functools
-import math
-from typing import Any, Iterable
 
 import numpy as np
 
 from ._tess_geometry import CcdId, Cadences, SlotWcs, sector_cadences
 from ._tess_pixels import DEADC
-from .fitsbytes import fill_checksum, ones_sum, padding
+from .fitsbytes import UNDEF, Card, fixed_card, hdu_parts, image_keywords, primary_keywords
 
-UNDEF = object()  # a card with an undefined value (astropy reads it as None)
 PROCVER = "1.4.0"
 _TT_MINUS_UTC_DAYS = 69.184 / 86400.0  # 32.184 s + 37 leap seconds (valid since 2017)
 
-Card = tuple[str, Any, str]
 
-
-def _fmt_value(v: Any) -> str:
-    if v is UNDEF:
-        return " " * 20
-    if isinstance(v, bool) or isinstance(v, np.bool_):
-        return f"{'T' if v else 'F':>20}"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):>20d}"
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if not math.isfinite(v):
-            raise ValueError("FITS header values must be finite")
-        s = repr(v).upper()  # shortest string that round-trips
-        if len(s) > 20:
-            s = f"{v:.13E}"
-        if "." not in s:
-            s = s.replace("E", ".0E") if "E" in s else s + ".0"
-        return f"{s:>20}"
-    if isinstance(v, str):
-        # header text must be printable ASCII and fit one card (values may come from a request)
-        v = "".join(ch if " " <= ch <= "~" else "?" for ch in v)
-        body = v.replace("'", "''")
-        while len(body) > 68:
-            v = v[:-1]
-            body = v.replace("'", "''")
-        s = "'" + body.ljust(8) + "'"
-        return f"{s:<20}"
-    raise TypeError(f"unsupported header value {v!r}")
-
-
-@functools.lru_cache(maxsize=8192, typed=True)  # most cards repeat from file to file
-def _card(key: str, value: Any = UNDEF, comment: str = "") -> bytes:
-    if key in ("COMMENT", "HISTORY"):
-        text = f"{key:<8}{value}"
-    else:
-        text = f"{key:<8}= {_fmt_value(value)}"
-        if comment:
-            text += f" / {comment}"
-    if len(text) > 80:
-        text = text[:80]
-    return text.ljust(80).encode("ascii")
-
-
-def header_bytes(cards: Iterable[Card]) -> bytes:
-    """FITS header bytes (with END, padded to 2880) from (key, value, comment) triples."""
-    raw = b"".join(_card(*c) for c in cards) + b"END".ljust(80)
-    return raw + padding(len(raw), b" ")
-
-
-def hdu_parts(cards: list[Card], data=None) -> list:
-    """Header, data and padding of one HDU (bytes-like parts), with DATASUM and CHECKSUM filled in.
-
-    ``data`` is any C-contiguous bytes-like object (a numpy array works): it is not copied.
-    """
-    nbytes = 0 if data is None else memoryview(data).nbytes
-    datasum = ones_sum(data) if nbytes else 0  # zero padding does not change the sum
-    head = list(cards) + [("CHECKSUM", "0" * 16, "HDU checksum"), ("DATASUM", str(datasum), "data unit checksum")]
-    raw = fill_checksum(header_bytes(head), datasum)
-    if not nbytes:
-        return [raw]
-    return [raw, data, padding(nbytes)]
+def _hdu(cards: list[Card], data=None) -> list:
+    """One HDU's parts (:func:`.fitsbytes.hdu_parts`) with the cards formatted the TESS way."""
+    return hdu_parts([fixed_card(*c) for c in cards], data)
 
 
 # ------------------------------------------------------------------ times and names
@@ -128,7 +66,7 @@ def ffi_names(c: CcdId, seed: int = 0) -> np.ndarray:
 def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj: float | None,
                   obj: str = "", tstart: float | None = None, tstop: float | None = None,
                   seed: int = 0) -> list[Card]:
-    """PRIMARY keywords of a TPF made from the first ``n`` cadences (formats.md 2.5)."""
+    """PRIMARY keywords of a TPF made from the first ``n`` cadences."""
     if tstart is None:
         tstart = float(cad.time[0] - cad.timedel / 2.0)
     if tstop is None:
@@ -139,10 +77,7 @@ def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj
     # the cube's creation date: a fixed time after the sector, never the clock
     made = btjd_to_utc(np.array([cad.time[-1] + 12.0]), np.array([0.0]))[0]
     cards: list[Card] = [
-        ("SIMPLE", True, "conforms to FITS standard"),
-        ("BITPIX", 8, "array data type"),
-        ("NAXIS", 0, "number of array dimensions"),
-        ("EXTEND", True, ""),
+        *primary_keywords(),
         ("NEXTEND", 2, "number of standard extensions"),
         ("SIMDATA", False, "file is based on simulated data"),
         ("ORIGIN", "STScI/MAST", "institution responsible for creating this file"),
@@ -200,7 +135,7 @@ def primary_cards(c: CcdId, cad: Cadences, n: int, ra_obj: float | None, dec_obj
 
 
 def _image_cards(c: CcdId, cad: Cadences, ffi_name: str, seed: int) -> list[Card]:
-    """Keywords astrocut copies from the WCS-reference FFI's image header (formats.md 2.3)."""
+    """Keywords astrocut copies into PIXELS from the image header of the FFI that gave the WCS."""
     timedel = cad.timedel
     telapse = float(cad.time[-1] - cad.time[0] + timedel)
     cards: list[Card] = [
@@ -391,13 +326,7 @@ def tpf_bytes(*, c: CcdId, cad: Cadences, rows_idx: np.ndarray, flux: np.ndarray
 
     ay, ax = aperture.shape
     acards: list[Card] = [
-        ("XTENSION", "IMAGE", "Image extension"),
-        ("BITPIX", 32, "array data type"),
-        ("NAXIS", 2, "number of array dimensions"),
-        ("NAXIS1", ax, ""),
-        ("NAXIS2", ay, ""),
-        ("PCOUNT", 0, "number of parameters"),
-        ("GCOUNT", 1, "number of groups"),
+        *image_keywords(32, ay, ax),
         ("INHERIT", True, "inherit the primary header"),
         ("EXTNAME", "APERTURE", "extension name"),
         ("EXTVER", 1, "extension version number (not format version)"),
@@ -411,5 +340,5 @@ def tpf_bytes(*, c: CcdId, cad: Cadences, rows_idx: np.ndarray, flux: np.ndarray
 
     ap = np.ascontiguousarray(aperture, dtype=">i4")
     # numpy buffers go straight into the one join: no intermediate copies of the data
-    return b"".join(hdu_parts(primary) + hdu_parts(hcards, tab.view(np.uint8).reshape(-1))
-                    + hdu_parts(acards, ap.view(np.uint8).reshape(-1)))
+    return b"".join(_hdu(primary) + _hdu(hcards, tab.view(np.uint8).reshape(-1))
+                    + _hdu(acards, ap.view(np.uint8).reshape(-1)))

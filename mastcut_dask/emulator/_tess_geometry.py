@@ -12,9 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .constants import TESS_ARCSEC_PER_PIXEL
 from .sky import S_CADENCE, S_SECTOR, S_SLOT, S_TILE, _angsep, _u, hash_u64, hash_uniform
 
-PIXEL_SCALE_DEG = 21.0 / 3600.0
+PIXEL_SCALE_DEG = TESS_ARCSEC_PER_PIXEL / 3600.0
 FFI_COLS = 2136
 FFI_ROWS = 2078
 # 0-based science area: rows [0, 2048), columns [44, 2092)

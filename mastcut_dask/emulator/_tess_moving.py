@@ -1,4 +1,4 @@
-"""Moving targets: straight pixel-space paths across a CCD and path-focused TPFs (formats.md 3)."""
+"""Moving targets: straight pixel-space paths across a CCD, and TPFs whose window follows the path."""
 
 from __future__ import annotations
 

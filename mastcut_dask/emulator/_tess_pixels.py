@@ -25,6 +25,7 @@ from ._tess_geometry import (
     tan_world_to_pixel,
 )
 from .sky import S_NOISE, hash_u64, stars_near, variability
+from .splitmix import splitmix64_inplace
 
 PSF_CUT_PX = 5.0  # stars further than this from a pixel centre do not reach it
 READ_NOISE = 0.5  # e-/s floor of the per-pixel sigma
@@ -163,19 +164,10 @@ def noise(c: CcdId, rows: np.ndarray, cols: np.ndarray, cadences: np.ndarray, se
     r = (rows.astype(np.int64) & 0xFFFF).astype(np.uint64) << np.uint64(48)
     q = (cols.astype(np.int64) & 0xFFFF).astype(np.uint64) << np.uint64(32)
     k = cadences.astype(np.uint64) ^ h0
-    # splitmix64 written in place: this is the hot loop of every cutout
+    # hashed in place, with a scratch array reused below: this is the hot loop of every cutout
     h = (r[:, :, None] | q[:, None, :]) ^ k[:, None, None]
     tmp = np.empty_like(h)
-    with np.errstate(over="ignore"):
-        h += np.uint64(0x9E3779B97F4A7C15)
-        np.right_shift(h, np.uint64(30), out=tmp)
-        h ^= tmp
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        np.right_shift(h, np.uint64(27), out=tmp)
-        h ^= tmp
-        h *= np.uint64(0x94D049BB133111EB)
-        np.right_shift(h, np.uint64(31), out=tmp)
-        h ^= tmp
+    splitmix64_inplace(h, tmp)
     # Box-Muller in float32: three times faster than float64, and FLUX is float32 anyway
     np.right_shift(h, np.uint64(32), out=tmp)
     u1 = tmp.astype(np.float32)

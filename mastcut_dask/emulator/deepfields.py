@@ -26,8 +26,9 @@ options may be given as Python values or as their raw wire strings (``"[0.5, 99.
 
 from __future__ import annotations
 
+from .constants import MAX_CUTOUT_PIXELS
 from .hapcut import hapcut_cutout_files
-from .imagecut import MAX_CUTOUT_PIXELS, ImageParams, parse_image_params
+from .imagecut import ImageParams, parse_image_params
 from .zcut import zcut_cutout_files, zcut_survey_names, zcut_surveys_at
 
 __all__ = [

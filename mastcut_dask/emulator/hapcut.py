@@ -32,7 +32,7 @@ primary header: instrument keywords and HISTORY, plus RA_OBJ, DEC_OBJ, FILENAME 
 card with the input name), then float32 ``SCI`` (102 cards) and ``WHT`` (56 cards) images with
 the full WCS, O_EXT_NM, ORIG_FLE and ORIG_EXT.
 
-**Size quirk** (mast-api.md §1, asserted by astroquery's remote tests): HAPCut uses ``x`` as the
+**Size quirk** (the real service's, asserted by astroquery's remote tests): HAPCut uses ``x`` as the
 number of *rows* and ``y`` as the number of columns, so ``x=3, y=2`` gives a SCI array of numpy
 shape ``(3, 2)``. Sizes in degrees use each product's pixel scale.
 """
@@ -46,7 +46,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, card, check_area, fits_file,
+from .fitsbytes import card, fits_file
+from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, check_area,
                        parse_units, pixel_noise, point_in_polygon, polygon_mask, render_window,
                        positive_size, size_to_pixels, stable_seed, tan_project)
 

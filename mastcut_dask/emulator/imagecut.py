@@ -10,8 +10,9 @@ Everything here is deterministic and a pure function of its arguments:
 * :func:`render_window` paints a window of a grid: background, hash-based Gaussian noise (a
   function of the *global* pixel index, so overlapping cutouts agree), and Gaussian sources
   truncated at a fixed radius (so a pixel's value does not depend on which window asked).
-* :func:`fits_file` writes FITS bytes directly from pre-formatted card images: building
-  astropy ``Header`` objects of hundreds of cards per request costs tens of milliseconds.
+* :meth:`TanGrid.wcs_cards` gives a cutout's WCS as card images for
+  :func:`.fitsbytes.fits_file`, which writes the FITS bytes (building astropy ``Header``
+  objects of hundreds of cards per request costs tens of milliseconds).
 * :func:`encode_image` turns a cutout into an 8-bit JPG/PNG with astrocut's normalisation.
 """
 
@@ -20,20 +21,18 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.io import fits
 
+from .constants import (DEFAULT_MINMAX_PERCENT, FALSE_WORDS, MAX_CUTOUT_PIXELS, SIZE_UNITS, STRETCHES,
+                        TRUE_WORDS)
 from .errors import BadRequest
-from .fitsbytes import fill_checksum, ones_sum, padding
+from .fitsbytes import card
+from .splitmix import splitmix64
 
 __all__ = [
-    "MAX_CUTOUT_PIXELS",
-    "STRETCHES",
-    "IMAGE_FORMATS",
-    "DEFAULT_MINMAX_PERCENT",
     "TanGrid",
     "SourceList",
     "ImageParams",
@@ -44,18 +43,9 @@ __all__ = [
     "tan_project",
     "render_window",
     "polygon_mask",
-    "card",
-    "fits_file",
     "encode_image",
 ]
 
-#: Largest cutout (rows × columns) the emulator serves; MAST quotes "fewer than 10,000 pixels".
-MAX_CUTOUT_PIXELS = 10_000
-STRETCHES = ("asinh", "sinh", "sqrt", "log", "linear")
-IMAGE_FORMATS = ("fits", "jpg", "png")
-DEFAULT_MINMAX_PERCENT = (0.5, 99.5)
-
-_END_CARD = "END".ljust(80)
 _U64 = np.uint64
 
 
@@ -235,7 +225,7 @@ def parse_position(ra, dec) -> tuple[float, float]:
 def parse_units(units) -> str:
     """``"px"`` or ``"d"``; anything else is a :class:`BadRequest`."""
     text = "px" if units is None else str(units).strip().lower()
-    if text not in ("px", "d"):
+    if text not in SIZE_UNITS:
         raise BadRequest(f"units must be 'px' or 'd', not {units!r}")
     return text
 
@@ -284,10 +274,6 @@ class ImageParams:
     invert: bool = False
 
 
-_TRUE = {"true", "1", "t", "yes", "y", "on"}
-_FALSE = {"false", "0", "f", "no", "n", "off", ""}
-
-
 def _pair(name: str, value) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -313,9 +299,9 @@ def _flag(name: str, value) -> bool:
     if isinstance(value, bool) or value is None:
         return bool(value)
     text = str(value).strip().lower()
-    if text in _TRUE:
+    if text in TRUE_WORDS:
         return True
-    if text in _FALSE:
+    if text in FALSE_WORDS:
         return False
     raise BadRequest(f"{name} must be True or False, not {value!r}")
 
@@ -425,19 +411,12 @@ class Band:
     noise: float
 
 
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    z = z + _U64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return z ^ (z >> _U64(31))
-
-
 def pixel_noise(salt: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Standard-normal noise that depends only on ``salt`` and the global pixel index."""
     with np.errstate(over="ignore"):
         gx = (xs.astype(np.int64) & 0xFFFFFFFF).astype(_U64)
         gy = (ys.astype(np.int64) & 0xFFFFFFFF).astype(_U64)
-        h = _splitmix64((gy[:, None] << _U64(32)) ^ gx[None, :] ^ _U64(salt))
+        h = splitmix64((gy[:, None] << _U64(32)) ^ gx[None, :] ^ _U64(salt))
     u1 = ((h >> _U64(32)).astype(np.float64) + 0.5) * 2.0 ** -32
     u2 = ((h & _U64(0xFFFFFFFF)).astype(np.float64) + 0.5) * 2.0 ** -32
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
@@ -500,86 +479,6 @@ def render_window(grid: TanGrid, band: Band, sources: PixelSources, salt: int,
         gy = np.exp(-0.5 * (dy / gy_sig[:, None]) ** 2) * (np.abs(dy) <= r[:, None])
         image += (gy * amp[:, None]).T @ gx
     return image
-
-
-# --------------------------------------------------------------------------------------------
-# FITS writing
-# --------------------------------------------------------------------------------------------
-
-def card(key: str, value=None, comment: str = "") -> str:
-    """One 80-character FITS card image (astropy does the value formatting)."""
-    if key in ("HISTORY", "COMMENT", ""):
-        # Commentary cards are plain text from column 9; cut at 72 characters so the text
-        # never spills into a second card (and formatted by hand: they are most of a header).
-        text = str(value or "")[:72]
-        if not text.isascii() or not text.isprintable():
-            raise ValueError(f"commentary card text must be printable ASCII: {text!r}")
-        return f"{key:8s}{text}".ljust(80)
-    if comment and len(key) + len(repr(value)) + len(comment) > 66:
-        # Real files truncate long comments; astropy would warn doing the same.
-        plain = fits.Card(key, value).image
-        if len(plain) > 80:   # a long string already spans CONTINUE cards: no room left
-            return plain
-        plain = plain.rstrip()
-        room = 80 - len(plain) - 3
-        return (plain + (" / " + comment[:room] if room > 0 else "")).ljust(80)
-    return fits.Card(key, value, comment).image
-
-
-def _pad(data: bytes, fill: bytes) -> bytes:
-    return data + padding(len(data), fill)
-
-
-def _header_bytes(cards: Iterable[str]) -> bytes:
-    return _pad(("".join(cards) + _END_CARD).encode("ascii"), b" ")
-
-
-def primary_cards() -> list[str]:
-    """The mandatory cards of a data-less primary HDU."""
-    return [
-        card("SIMPLE", True, "conforms to FITS standard"),
-        card("BITPIX", 8, "array data type"),
-        card("NAXIS", 0, "number of array dimensions"),
-        card("EXTEND", True),
-    ]
-
-
-def image_cards(data: np.ndarray) -> list[str]:
-    """The mandatory cards of a float32 IMAGE extension holding ``data`` (shape (ny, nx))."""
-    ny, nx = data.shape
-    return [
-        card("XTENSION", "IMAGE", "Image extension"),
-        card("BITPIX", -32, "array data type"),
-        card("NAXIS", 2, "number of array dimensions"),
-        card("NAXIS1", nx),
-        card("NAXIS2", ny),
-        card("PCOUNT", 0, "number of parameters"),
-        card("GCOUNT", 1, "number of groups"),
-    ]
-
-
-def _hdu_bytes(cards: list[str], data: bytes, checksum: bool) -> bytes:
-    if not checksum:
-        return _header_bytes(cards) + data
-    datasum = ones_sum(data) if data else 0
-    cards = [*cards, card("CHECKSUM", "0" * 16, "HDU checksum"),
-             card("DATASUM", str(datasum), "data unit checksum")]
-    return fill_checksum(_header_bytes(cards), datasum) + data
-
-
-def fits_file(primary: Sequence[str], extensions: Sequence[tuple[Sequence[str], np.ndarray]],
-              *, checksum: bool = False) -> bytes:
-    """FITS bytes: a data-less primary HDU, then float32 image extensions.
-
-    ``primary`` is the list of primary card images *after* the mandatory ones; each extension is
-    ``(cards after the mandatory ones, 2-D array)``. Data are written big-endian float32. With
-    ``checksum`` every HDU ends its header with CHECKSUM and DATASUM, as astrocut writes them.
-    """
-    parts = [_hdu_bytes([*primary_cards(), *primary], b"", checksum)]
-    for cards, data in extensions:
-        arr = np.ascontiguousarray(data, dtype=">f4")
-        parts.append(_hdu_bytes([*image_cards(arr), *cards], _pad(arr.tobytes(), b"\0"), checksum))
-    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Everything here turns untrusted wire text into plain Python values, or raises
 :class:`~mastcut_dask.emulator.errors.BadRequest` (answered with HTTP 400 and a JSON ``msg``).
 
-Conventions, following the real services (``mast-api.md`` §0–§7):
+Conventions, as the real services take them:
 
 * a list travels as repeated keys (``sector=28&sector=68``); a literal ``sector=[28, 68]`` or
   ``sector=28,68`` is tolerated too, and ``sector=All`` (or 0, or empty) means every sector;
@@ -21,22 +21,16 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from .constants import (FALSE_WORDS, IMAGE_FORMATS, MAX_CUTOUT_PIXELS, SIZE_UNITS, STRETCHES,
+                        TESS_ARCSEC_PER_PIXEL, TRUE_WORDS)
 from .errors import BadRequest
 
 __all__ = [
-    "MAX_CUTOUT_PIXELS",
-    "TESS_ARCSEC_PER_PIXEL",
-    "STRETCHES",
-    "IMAGE_FORMATS",
+    "MAX_BODY_BYTES",
     "RequestParams",
     "CutoutSize",
     "parse_request",
 ]
-
-MAX_CUTOUT_PIXELS = 10_000
-TESS_ARCSEC_PER_PIXEL = 21.0
-STRETCHES = ("asinh", "sinh", "sqrt", "log", "linear")
-IMAGE_FORMATS = ("fits", "jpg", "png")
 
 # A request body larger than this is refused before it is read: no MAST request is that big.
 MAX_BODY_BYTES = 1 << 20
@@ -44,8 +38,6 @@ MAX_BODY_BYTES = 1 << 20
 _RADIUS_UNITS = {"": 1.0, "d": 1.0, "deg": 1.0, "m": 1.0 / 60.0, "s": 1.0 / 3600.0,
                  "px": TESS_ARCSEC_PER_PIXEL / 3600.0}
 _RADIUS_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Z]*)\s*$")
-_TRUE = {"true", "1", "yes", "t", "y", "on"}
-_FALSE = {"false", "0", "no", "f", "n", "off", ""}
 
 
 @dataclass(frozen=True)
@@ -153,7 +145,7 @@ class RequestParams:
             Side used when ``x`` or ``y`` is absent.
         """
         units = (self.get("units") or "px").lower()
-        if units not in ("px", "d"):
+        if units not in SIZE_UNITS:
             raise BadRequest(f"Invalid units {units!r}: cutout size units must be px or d.")
         x = self.float("x", default=default)
         y = self.float("y", default=default)
@@ -190,9 +182,9 @@ class RequestParams:
         if text is None:
             return default
         low = text.lower()
-        if low in _TRUE:
+        if low in TRUE_WORDS:
             return True
-        if low in _FALSE:
+        if low in FALSE_WORDS:
             return False
         raise BadRequest(f"Invalid value for {name}: {text!r} (expected true or false)")
 
@@ -219,7 +211,7 @@ class RequestParams:
         if fmt == "jpeg":
             fmt = "jpg"
         if fmt not in IMAGE_FORMATS:
-            raise BadRequest(f"Invalid cutout format {text!r}: must be one of fits, jpg, png.")
+            raise BadRequest(f"Invalid cutout format {text!r}: must be one of {', '.join(IMAGE_FORMATS)}.")
         return fmt
 
     def stretch(self) -> str | None:

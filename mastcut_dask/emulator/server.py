@@ -61,9 +61,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit, urlunsplit
 
 from . import archive
+from .constants import TESS_ARCSEC_PER_PIXEL
 from .errors import BadRequest
 from .faults import ARCHIVE_FAULTS, FaultPlan
-from .params import MAX_BODY_BYTES, TESS_ARCSEC_PER_PIXEL, RequestParams, parse_request
+from .params import MAX_BODY_BYTES, RequestParams, parse_request
 from .resolver import santa_reply
 
 __all__ = ["MastEmulator", "TESS_NO_DATA_MSG", "ZCUT_NO_DATA_MSG", "HAPCUT_NO_DATA_MSG"]

@@ -20,7 +20,7 @@ Geometry (:mod:`mastcut_dask.emulator._tess_geometry`)
 * A slot is one ``(sector, camera, ccd)`` with sector 1-104, camera 1-4, ccd 1-4. Each slot is
   used at most once in the whole sky and has ONE fixed TAN WCS: 21 arcsec/px, a rotation
   ``theta`` hashed uniformly in [0, 360) deg written as a *pure rotation*
-  ``PC = s [[cos, -sin], [sin, cos]]`` (positive determinant, like real TESS WCSs, formats.md 2.4),
+  ``PC = s [[cos, -sin], [sin, cos]]`` (positive determinant, as in real TESS FFI WCSs),
   CDELT = 1, CRPIX = (1068.5, 1024.5) = centre of the science area.
 * The FFI is 2136 columns x 2078 rows; science pixels are FITS columns 45-2092 and rows 1-2048
   (0-based numpy: ``[0:2048, 44:2092]``). A position is *covered* by a slot when it projects
@@ -51,7 +51,7 @@ Geometry (:mod:`mastcut_dask.emulator._tess_geometry`)
 
 Cadences (:func:`_tess_geometry.sector_cadences`)
 -------------------------------------------------
-* ``TIMEDEL`` 1800 s for sectors 1-26, 600 s for 27-55, 200 s from 56 (formats.md 4).
+* ``TIMEDEL`` 1800 s for sectors 1-26, 600 s for 27-55, 200 s from 56 (the real FFI cadences).
 * Cadence count ``n = int(D * 86400 / TIMEDEL)`` with ``D = 23.5 + 2 u`` days; pinned:
   sector 1 -> 1282, sector 33 -> 3495.
 * Sector start ``t0 = 1325.29 + 27.3 (sector - 1) + 0.2 u`` (BTJD). The sector is two orbits:
@@ -145,6 +145,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .splitmix import splitmix64
+
 __all__ = [
     "CELL_DEG",
     "N_CELLS",
@@ -176,14 +178,6 @@ CELL_DEG = 0.05
 _N_BANDS = 3600
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def hash_u64(seed: int, *keys) -> np.ndarray:
     """Hash a seed and integer keys (scalars or broadcastable arrays) to uint64.
 
@@ -200,11 +194,11 @@ def hash_u64(seed: int, *keys) -> np.ndarray:
         uint64 array with the broadcast shape of the keys (at least 1-D).
     """
     with np.errstate(over="ignore"):
-        h = _mix(np.atleast_1d(np.asarray((_SALT ^ (int(seed) & _M64)), dtype=np.uint64)))
+        h = splitmix64(np.atleast_1d(np.asarray((_SALT ^ (int(seed) & _M64)), dtype=np.uint64)))
         for k in keys:
             k = np.asarray(k)
             k = k.astype(np.int64).view(np.uint64) if k.dtype.kind == "i" else k.astype(np.uint64)
-            h = _mix(h ^ np.atleast_1d(k))
+            h = splitmix64(h ^ np.atleast_1d(k))
     return h
 
 

@@ -5,7 +5,7 @@ the functions here; tests use the truth API (:func:`ccd_pixels`, :func:`ccd_wcs`
 :func:`sector_times`, :func:`cutout_window`, :func:`star_truth`, :func:`moving_truth`) to check
 what clients decode.
 
-Files follow formats.md 2 as astrocut >= 1.0 writes them: PRIMARY (no data; ORIGIN='STScI/MAST',
+Files are laid out as astrocut >= 1.0 writes them: PRIMARY (no data; ORIGIN='STScI/MAST',
 CREATOR='astrocut', PROCVER='1.4.0', FFI_TYPE='SPOC', SECTOR/CAMERA/CCD ints, time keywords,
 TICID undefined), PIXELS (the 12 columns; RAW_CNTS all -1 with TNULL4=-1, CADENCENO and
 FLUX_BKG*/POS_CORR* all 0, FFI_FILE truncated to 38 characters; a copy of every PRIMARY
@@ -41,12 +41,14 @@ from ._tess_geometry import (
     FFI_ROWS,
     CcdId,
     MOVING_PINS,
+    PIXEL_SCALE_DEG,
     layout,
     sector_cadences,
     slots_covering,
 )
 from ._tess_moving import moving_path, moving_tpf, safe_name
 from ._tess_pixels import render
+from .constants import MAX_CUTOUT_PIXELS, SIZE_UNITS
 from .errors import BadRequest
 from .sky import S_MOVING, StarTruth, hash_u64, star_truth, tic_position, variability_at
 
@@ -73,8 +75,7 @@ __all__ = [
     "layout",
 ]
 
-TESS_PIXEL_SCALE_DEG: float = 21 / 3600
-MAX_CUTOUT_PIXELS = 10_000
+TESS_PIXEL_SCALE_DEG: float = PIXEL_SCALE_DEG  # public name of the geometry module's scale
 
 
 def sectors_at(ra: float, dec: float, radius_deg: float = 0.0, *, seed: int = 0) -> list[CcdId]:
@@ -157,7 +158,7 @@ def parse_size(x, y, units) -> tuple[int, int]:
         Unknown units, non-numeric, non-finite or non-positive sizes, or more than
         ``MAX_CUTOUT_PIXELS`` pixels in total.
     """
-    if units not in ("px", "d"):
+    if units not in SIZE_UNITS:
         raise BadRequest(f"invalid units {units!r}: must be 'px' or 'd'")
     out = []
     for name, v in (("x", x), ("y", y)):
@@ -316,7 +317,7 @@ def _fixed_tpf(c: CcdId, ra: float, dec: float, nx: int, ny: int, max_cadences: 
 def moving_cutout_files(obj_id: str, obj_type: str | None, x: float, y: float, units: str, *,
                         sectors: Sequence[int] | None = None, max_cadences: int | None = None,
                         seed: int = 0) -> list[tuple[str, bytes]]:
-    """Path-focused TPFs of a moving target, one per sector it crosses (formats.md 3).
+    """TPFs of a moving target whose window follows its path, one per sector it crosses.
 
     Each file has the 12 regular PIXELS columns plus TGT_X, TGT_Y, TGT_RA, TGT_DEC; only the
     cadences on which the whole window fits on the science area, in time order; an APERTURE

@@ -59,9 +59,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from .constants import IMAGE_FORMATS
 from .errors import BadRequest
-from .imagecut import (parse_position, IMAGE_FORMATS, Band, PixelSources, SourceList, TanGrid, card, check_area,
-                       distance_to_polygon, encode_image, fits_file, parse_image_params,
+from .fitsbytes import card, fits_file
+from .imagecut import (parse_position, Band, PixelSources, SourceList, TanGrid, check_area,
+                       distance_to_polygon, encode_image, parse_image_params,
                        parse_units, polygon_mask, positive_size, render_window, size_label,
                        size_to_pixels, stable_seed, tan_project)
 
