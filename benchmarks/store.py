@@ -60,7 +60,7 @@ def main() -> None:
         with open(path, "wb") as fh:
             fh.write(raw)
         ds = tpf_to_xarray(path)
-        ready = _zarr_ready(ds)
+        ready = zarr_ready(ds)
         out = os.path.join(workdir, "out")
         print(f"5x5 TPF, {ds.sizes['time']} cadences, {len(raw) / 1e3:.0f} kB; CPU ms per cutout, "
               f"{args.n} cutouts per figure")

@@ -16,7 +16,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 
 # The project's copy of the document (astroquery's docs/mast/mast_cut.rst, BSD-3, see
 # tests/data/ATTRIBUTION.md).

@@ -179,7 +179,7 @@ def _3dhst_goods_n() -> tuple[ZImage, ...]:
 
 
 def _3dhst_other(tag: str) -> tuple[ZImage, ...]:
-    p = f"hlsp_3dhst"
+    p = "hlsp_3dhst"
     return (
         _irac(f"{p}_spitzer_irac_{tag}_irac1_v4.0_sc", 1),
         _irac(f"{p}_spitzer_irac_{tag}_irac2_v4.0_sc", 2),
