@@ -1,5 +1,6 @@
 """Fetch cutouts on a Dask cluster that is already running, e.g. started with
-``dask scheduler`` and ``dask worker tcp://HOST:8786 --nworkers 4``::
+``dask scheduler`` and
+``dask worker tcp://HOST:8786 --nworkers 4 --preload mastcut_dask.pipeline.worker_preload``::
 
     python examples/existing_cluster.py tcp://HOST:8786 targets.csv s3://bucket/run1
 
