@@ -196,15 +196,6 @@ def test_a_failed_light_curve_is_a_manifest_row(emu, client, tmp_path):
     assert on_disk is not None and on_disk.status == "failed"
 
 
-def _closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def _csv_keys(out) -> list[tuple[str, str]]:
     import csv
 
@@ -212,7 +203,7 @@ def _csv_keys(out) -> list[tuple[str, str]]:
         return [(r["target_id"], r["product"]) for r in csv.DictReader(fh)]
 
 
-def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_path):
+def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_path, loopback):
     """A target whose discovery failed once (service down) and has products now is not also
     'failed' in manifest.csv, whichever run came first."""
     position = tic_position(6002)
@@ -220,7 +211,8 @@ def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_pat
     out = str(tmp_path / "s")
     targets = [{"id": "star", "ra": position[0], "dec": position[1]}]
     ok = dict(out=out, base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False)
-    down = dict(ok, base_url=_closed_port_url(), service_options=ServiceOptions(max_retries=0))
+    down = dict(ok, base_url=f"http://127.0.0.1:{loopback.closed_port()}",   # refused: "service down"
+                service_options=ServiceOptions(max_retries=0))
 
     assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["failed"]
     assert _csv_keys(out) == [("star", "")]
