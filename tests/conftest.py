@@ -4,6 +4,11 @@ remote_data switch.
 ``emulator`` is one MAST emulator for the whole session. ``loopback`` starts small HTTP servers
 on 127.0.0.1 that answer from a script of replies, for the replies the emulator never sends
 (see tests/loopback.py).
+
+Tests that start a Dask cluster or a subprocess, or take more than a few seconds, are marked
+``slow``. They run by default; for the fast subset while developing, deselect them::
+
+    python -m pytest -q -m "not slow"
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ from mastcut_dask.emulator.tess import sectors_at, tic_position
 
 GOODS_N = (189.228621, 62.238572)
 
+# Every test here runs `mastcut` in subprocesses, and most of them start a Dask cluster.
+pytestmark = pytest.mark.slow
+
 
 def _command(name: str = "mastcut") -> list[str]:
     found = shutil.which(name, path=os.path.dirname(sys.executable))

@@ -492,6 +492,7 @@ def test_emulator_zcut_products_store_and_resume(emulator, tmp_path):
                                     image_to_xarray(os.path.join(out, row.fits_path)))
 
 
+@pytest.mark.slow
 def test_a_killed_client_loses_no_recorded_row(tmp_path):
     """Rows appended before the client process dies (SIGKILL: no cleanup, no close) are on disk."""
     import signal

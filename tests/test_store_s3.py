@@ -84,6 +84,7 @@ def store_one(out, options, target_id, filename, payload, seed):
     return ManifestRow(target_id, "tesscut", product, "done", rel, group, n_bytes, sha)
 
 
+@pytest.mark.slow
 def test_write_resume_and_open_cutouts_over_s3(s3_out):
     out, options = s3_out
     payloads = {"tic_1": os.urandom(70_000), "tic_2": os.urandom(1_500_000)}
