@@ -302,6 +302,7 @@ def dripping():
         yield emu
 
 
+@pytest.mark.slow
 def test_a_dripping_reply_passes_the_read_timeout(dripping):
     # The control: without a tight deadline the slow reply is read in full, so the read timeout
     # alone could never stop a server that drips for ever.

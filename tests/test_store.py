@@ -177,6 +177,7 @@ def test_rewriting_a_group_replaces_it(tmp_path):
                                 small_dataset(5, n_time=2))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_of_one_group_leave_one_whole_group(tmp_path):
     """A task re-run while its first run still writes: both succeed, one complete version stays."""
     from concurrent.futures import ThreadPoolExecutor
@@ -618,6 +619,7 @@ def test_awkward_error_messages_survive_the_csv(tmp_path):
     assert Manifest(out).rows == rows
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(service=st.sampled_from(["tesscut", "zcut", "hapcut"]),
        filename=st.one_of(st.text(max_size=80),

@@ -131,6 +131,7 @@ def test_write_resume_and_open_cutouts_over_s3(s3_out):
     assert Manifest(out, storage_options=options).should_skip("tic_1", "tesscut", "s0008-1-1")
 
 
+@pytest.mark.slow
 def test_interrupted_writes_on_s3_never_look_complete(s3_out):
     out, options = s3_out
 
