@@ -232,7 +232,7 @@ def test_stage_functions_for_the_pipeline(emulator, tmp_path):
     assert isinstance(fetch_cutout_members(opts, nowhere), NoData)
 
 
-def test_sector_reply_with_a_msg_next_to_its_results_is_accepted():
+def test_sector_reply_with_a_msg_next_to_its_results_is_accepted(loopback):
     # MAST's replies put "msg" next to "results" (HAPCut does); a sector list that carries an
     # empty or informative msg is still a sector list, as astroquery's .get("results") reads it,
     # not an unexpected reply to be retried until it fails.
@@ -240,46 +240,23 @@ def test_sector_reply_with_a_msg_next_to_its_results_is_accepted():
     from mastcut_dask.options import ServiceOptions
 
     rows = [{"sectorName": "tess-s0001-1-3", "sector": "1", "camera": "1", "ccd": "3"}]
-    server, url, _ = _json_server({"msg": "", "results": rows})
-    try:
-        opts = ServiceOptions(base_url=url, max_retries=0)
+    with _json_server(loopback, {"msg": "", "results": rows}) as server:
+        opts = ServiceOptions(base_url=server.url, max_retries=0)
         assert query_sectors(opts, ra=1.0, dec=2.0) == [
             {"sectorName": "tess-s0001-1-3", "sector": 1, "camera": 1, "ccd": 3}]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def _json_server(reply: dict):
-    """A loopback server answering every POST with ``reply`` (a shape the emulator never sends)."""
-    import http.server
-    import json
-
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            hits.append(self.path)
-            body = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}", hits
+def _json_server(loopback, reply: dict):
+    """A loopback server answering every POST with ``reply`` (a shape the emulator never sends);
+    any other method gets 501, as a server that only knows POST answers."""
+    return loopback(lambda request: loopback.Reply.json(reply) if request.method == "POST"
+                    else loopback.Reply(501))
 
 
 MSG_ONLY = {"msg": "No data found for the given target."}
 
 
-def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch, caplog):
+def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch, caplog, loopback):
     # MAST may answer a sector query with a "msg" and no "results" at all. astroquery 0.4.11 reads
     # .get("results", []): an empty table and its "not in any TESS sector" warning. We retried it
     # as an unexpected reply and raised UnexpectedResponseError.
@@ -290,12 +267,12 @@ def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch,
     from mastcut_dask.services.queries import query_sectors
     from mastcut_dask.options import ServiceOptions
 
-    server, url, hits = _json_server(MSG_ONLY)
-    try:
+    with _json_server(loopback, MSG_ONLY) as server:
+        url = server.url
         opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
         with caplog.at_level("INFO", logger="mastcut_dask.services.queries"):
             assert query_sectors(opts, ra=1.0, dec=2.0) == []          # discovery: "no_coverage"
-        assert hits == ["/tesscut/api/v0.1/sector"]                       # an outcome: not retried
+        assert server.targets == ["/tesscut/api/v0.1/sector"]             # an outcome: not retried
         assert MSG_ONLY["msg"] in caplog.text
 
         with pytest.warns(NoResultsWarning, match="^Coordinates are not in any TESS sector.$"):
@@ -303,50 +280,40 @@ def test_sector_reply_with_only_a_msg_is_no_sector_as_in_astroquery(monkeypatch,
         with pytest.warns(NoResultsWarning):
             moving = TesscutClass(base_url=url, max_retries=3, backoff_base=0.01).get_sectors(
                 objectname="Ceres", moving_target=True)
-        assert hits[1:] == ["/tesscut/api/v0.1/sector", "/tesscut/api/v0.1/moving_target/sector"]
+        assert server.targets[1:] == ["/tesscut/api/v0.1/sector", "/tesscut/api/v0.1/moving_target/sector"]
 
         monkeypatch.setattr(ServiceAPI, "SERVICE_URL", url)   # astroquery's own server setting
         with pytest.warns(AqNoResultsWarning, match="^Coordinates are not in any TESS sector.$"):
             theirs = AqTesscut().get_sectors(coordinates=C)
-    finally:
-        server.shutdown()
-        server.server_close()
     for table in (ours, moving):
         assert table.colnames == theirs.colnames == ["sectorName", "sector", "camera", "ccd"]
         assert [table[c].dtype for c in table.colnames] == [theirs[c].dtype for c in theirs.colnames]
         assert len(table) == len(theirs) == 0
 
 
-def test_survey_reply_with_only_a_msg_is_no_survey(caplog):
+def test_survey_reply_with_only_a_msg_is_no_survey(caplog, loopback):
     """As for sectors: a survey reply that only carries a "msg" is "nothing here", answered at
     once, not a garbled reply retried until it fails (discovery: no_coverage, not failed)."""
     from mastcut_dask.services.queries import query_surveys
     from mastcut_dask.options import ServiceOptions
 
-    server, url, hits = _json_server({"msg": "No survey covers this position."})
-    try:
+    with _json_server(loopback, {"msg": "No survey covers this position."}) as server:
+        url = server.url
         opts = ServiceOptions(base_url=url, max_retries=3, backoff_base=0.01, backoff_cap=0.02)
         with caplog.at_level("INFO", logger="mastcut_dask.services.queries"):
             assert query_surveys(opts, ra=1.0, dec=2.0) == []
         assert "No survey covers this position." in caplog.text
         with pytest.warns(NoResultsWarning):
             assert ZcutClass(base_url=url, max_retries=3, backoff_base=0.01).get_surveys(coordinates=C) == []
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert hits == ["/zcut/api/v0.1/survey"] * 2
+    assert server.targets == ["/zcut/api/v0.1/survey"] * 2
 
 
-def test_sector_reply_with_a_non_list_results_is_still_refused():
+def test_sector_reply_with_a_non_list_results_is_still_refused(loopback):
     from mastcut_dask.services.queries import query_sectors
     from mastcut_dask.options import ServiceOptions
 
-    server, url, hits = _json_server({"msg": "", "results": "tess-s0001-1-3"})
-    try:
-        opts = ServiceOptions(base_url=url, max_retries=1, backoff_base=0.01, backoff_cap=0.02)
+    with _json_server(loopback, {"msg": "", "results": "tess-s0001-1-3"}) as server:
+        opts = ServiceOptions(base_url=server.url, max_retries=1, backoff_base=0.01, backoff_cap=0.02)
         with pytest.raises(UnexpectedResponseError):
             query_sectors(opts, ra=1.0, dec=2.0)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(hits) == 2
+    assert len(server.targets) == 2

@@ -145,10 +145,11 @@ HAP_FIELD = SkyCoord(351.347812, 28.497808, unit="deg")
 @pytest.mark.parametrize("service,method", [("zcut", "get_cutouts"), ("zcut", "download_cutouts"),
                                             ("hapcut", "get_cutouts"), ("hapcut", "download_cutouts")])
 def test_zcut_and_hapcut_sizes_are_not_held_to_tesscuts_limit(emulator, clients, tmp_path, service, method):
-    # No ZCut or HAPCut limit is documented (mast-api.md), and their pixels are 30-60 mas, not
-    # TESS's 21": TESSCut's 10,000 pixels is not theirs, so the request goes to the service,
-    # whose answer decides. (The emulator happens to refuse more than 10,000 with a 400, which
-    # is raised at once, as the server's words, and not retried.)
+    # MAST documents a cutout size limit for TESSCut only (fewer than 10,000 pixels); its ZCut
+    # and HAPCut API pages give none, and their pixels are 30-60 mas, not TESS's 21". So the
+    # client does not hold them to TESSCut's limit: the request goes to the service, whose
+    # answer decides. (The emulator happens to refuse more than 10,000 with a 400, which is
+    # raised at once, as the server's words, and not retried.)
     client = clients[1] if service == "zcut" else clients[2]
     coord = ZCUT_FIELD if service == "zcut" else HAP_FIELD
     kw = dict(path=str(tmp_path)) if method == "download_cutouts" else {}

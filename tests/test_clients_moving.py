@@ -70,67 +70,38 @@ def test_wire_parameters_in_astroquery_order(emulator, tess, tmp_path):
     assert all(p.endswith(".png") for p in os.listdir(tmp_path / "z"))
 
 
-class _HalfBrokenTess:
+def _half_broken_tess(loopback):
     """A tiny real server: a moving target in sectors 5 and 6, whose sector-6 cutout always fails."""
+    import io
+    import zipfile
 
-    def __init__(self):
-        import http.server
-        import io
-        import json
-        import threading
-        import zipfile
-        from urllib.parse import parse_qs, urlsplit
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("tess-s0005-1-1_path_3x3_astrocut.fits", b"SIMPLE  =" + b" " * 71)
+    archive = buf.getvalue()
+    rows = [{"sectorName": f"tess-s000{s}-1-1", "sector": str(s), "camera": "1", "ccd": "1"} for s in (5, 6)]
 
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            zf.writestr("tess-s0005-1-1_path_3x3_astrocut.fits", b"SIMPLE  =" + b" " * 71)
-        archive = buf.getvalue()
+    def script(request):
+        if request.method == "POST":      # moving_target/sector
+            return loopback.Reply.json({"results": rows})
+        if request.method == "GET":       # moving_target/astrocut
+            if request.query["sector"] == "5":
+                return loopback.Reply(200, archive, {"Content-Type": "application/zip"})
+            return loopback.Reply(404, b'{"msg": "gone"}', {"Content-Type": "application/json"})
+        return loopback.Reply(501)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _send(self, status, body, ctype):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):  # noqa: N802  (moving_target/sector)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                rows = [{"sectorName": f"tess-s000{s}-1-1", "sector": str(s), "camera": "1", "ccd": "1"}
-                        for s in (5, 6)]
-                self._send(200, json.dumps({"results": rows}).encode(), "application/json")
-
-            def do_GET(self):  # noqa: N802  (moving_target/astrocut)
-                sector = parse_qs(urlsplit(self.path).query)["sector"][0]
-                if sector == "5":
-                    self._send(200, archive, "application/zip")
-                else:
-                    self._send(404, b'{"msg": "gone"}', "application/json")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    return loopback(script)
 
 
 @pytest.mark.parametrize("inflate", [True, False])
-def test_a_failed_sector_leaves_no_stray_zip_in_the_folder(tmp_path, inflate):
+def test_a_failed_sector_leaves_no_stray_zip_in_the_folder(tmp_path, inflate, loopback):
     # Sectors are downloaded in parallel; when one fails, the archives the others already wrote
     # must not be left behind in the user's folder, unreported and unextracted.
     from mastcut_dask.exceptions import ServiceError
 
-    server = _HalfBrokenTess()
-    try:
+    with _half_broken_tess(loopback) as server:
         client = TesscutClass(base_url=server.url, max_retries=0)
         with pytest.raises(ServiceError, match="404"):
             client.download_cutouts(objectname="Eleonora", moving_target=True, size=3, path=str(tmp_path),
                                     inflate=inflate)
-    finally:
-        server.close()
     assert os.listdir(tmp_path) == []

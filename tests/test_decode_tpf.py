@@ -110,6 +110,7 @@ def _edge_position(nx_off: int):
     return float(ra), float(dec), c.sector
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(nx=st.integers(1, 9), ny=st.integers(1, 9), n_cad=st.integers(1, 40), off=st.integers(0, 3))

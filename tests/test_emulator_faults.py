@@ -90,6 +90,7 @@ def test_transport_faults_happen_at_their_rate(fault):
     assert logged.count(fault) == observed
 
 
+@pytest.mark.slow
 def test_stall_happens_at_its_rate_and_then_answers():
     n, p = 48, 0.25
     with MastEmulator(faults={"stall": p}, seed=5, stall_seconds=1.0) as emu:

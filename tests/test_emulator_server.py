@@ -351,6 +351,7 @@ def _mastcut_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "mastcut_dask.cli"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_mastcut_emulate_subprocess(sig):
     proc = subprocess.Popen([*_mastcut_command(), "emulate", "--port", "0", "--max-cadences", "5",
@@ -374,6 +375,7 @@ def test_mastcut_emulate_subprocess(sig):
     assert "served 1 requests" in out
 
 
+@pytest.mark.slow
 def test_mastcut_emulate_refuses_unknown_fault():
     proc = subprocess.run([*_mastcut_command(), "emulate", "--fault", "meteor=0.1"],
                           capture_output=True, text=True, timeout=60)

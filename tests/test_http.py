@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import pickle
 import random
@@ -180,40 +179,13 @@ def test_interrupted_download_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-class _RetryAfterHandler(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self):  # noqa: N802
-        type(self).hits.append(self.path)
-        if len(type(self).hits) == 1:
-            self.send_response(429)
-            self.send_header("Retry-After", "0.2")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b'{"results": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_retry_after_is_honoured():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RetryAfterHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+def test_retry_after_is_honoured(loopback):
+    with loopback([loopback.Reply(429, headers={"Retry-After": "0.2"}),
+                   loopback.Reply(200, b'{"results": []}', {"Content-Type": "application/json"})]) as server:
+        url = f"{server.url}/x"
         opts = ServiceOptions(backoff_base=0.0, backoff_cap=5.0, max_retries=2)
         result = perform("GET", url, options=opts, params=[("a", "1")])
-        assert result.status == 200 and result.attempts == 2 and len(_RetryAfterHandler.hits) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert result.status == 200 and result.attempts == 2 and len(server.requests) == 2
 
 
 def test_backoff_delay_is_capped_full_jitter():
@@ -235,59 +207,38 @@ def test_malformed_url_is_the_callers_mistake_not_retried():
         perform("GET", "mast.stsci.edu/tesscut", options=opts)
 
 
-class _EncodedHandler(http.server.BaseHTTPRequestHandler):
-    """Replies the way a web server with compression on does: Content-Length counts wire bytes."""
-
-    body = b'{"results": []}' * 50
-    content_length: str | None = None   # override the announced length
-
-    def do_GET(self):  # noqa: N802
-        import gzip
-
-        wire = gzip.compress(self.body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", self.content_length or str(len(wire)))
-        self.end_headers()
-        self.wfile.write(wire)
-
-    def log_message(self, *args):
-        pass
+ENCODED_BODY = b'{"results": []}' * 50
 
 
-def _serve(handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/x"
+def _encoded_reply(loopback, content_length: str | None = None):
+    """A reply the way a web server with compression on sends it: Content-Length counts wire
+    bytes (``content_length`` overrides the announced length)."""
+    import gzip
+
+    wire = gzip.compress(ENCODED_BODY)
+    return loopback.Reply(200, wire, {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                      "Content-Length": content_length or str(len(wire))})
 
 
 @pytest.mark.parametrize("to_disk", [False, True])
-def test_compressed_body_is_not_mistaken_for_a_truncated_one(tmp_path, to_disk):
+def test_compressed_body_is_not_mistaken_for_a_truncated_one(tmp_path, to_disk, loopback):
     # Content-Length counts the gzip bytes on the wire, not the decoded body: comparing it with
     # the decoded size made every compressed reply look "truncated" and fail after all retries.
-    server, url = _serve(_EncodedHandler)
-    try:
+    with loopback([_encoded_reply(loopback)]) as server:
+        url = f"{server.url}/x"
         opts = ServiceOptions(max_retries=1, backoff_base=0.0, backoff_cap=0.0)
         result = perform("GET", url, options=opts, dest_dir=str(tmp_path) if to_disk else None)
-        assert result.attempts == 1 and result.n_bytes == len(_EncodedHandler.body)
-        assert (result.content if not to_disk else open(result.path, "rb").read()) == _EncodedHandler.body
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert result.attempts == 1 and result.n_bytes == len(ENCODED_BODY)
+        assert (result.content if not to_disk else open(result.path, "rb").read()) == ENCODED_BODY
 
 
-def test_non_ascii_digit_content_length_does_not_escape_as_valueerror():
+def test_non_ascii_digit_content_length_does_not_escape_as_valueerror(loopback):
     # "\xb2" (superscript two) passes str.isdigit() but not int(); hostile headers must not crash.
-    handler = type("H", (_EncodedHandler,), {"content_length": "\xb2"})
-    server, url = _serve(handler)
-    try:
+    with loopback([_encoded_reply(loopback, content_length="\xb2")]) as server:
+        url = f"{server.url}/x"
         opts = ServiceOptions(max_retries=0, backoff_base=0.0, backoff_cap=0.0)
         result = perform("GET", url, options=opts)
-        assert result.content == _EncodedHandler.body
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert result.content == ENCODED_BODY
 
 
 # ---- Retry-After beyond the backoff cap --------------------------------------------------------
@@ -320,39 +271,22 @@ def test_retry_after_beyond_max_retry_after_fails_at_once_with_a_clear_error():
     assert "3600s (Retry-After)" in str(err) and "max_retry_after=120s" in str(err) and "later" in str(err)
 
 
-def test_retry_after_as_an_http_date_is_honoured():
+def test_retry_after_as_an_http_date_is_honoured(loopback):
     # Retry-After may be an HTTP date; 30 s ahead lands between the cap and max_retry_after.
     import email.utils
     import time
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        hits = 0
+    def script(request):
+        if request.index == 0:      # the date is taken when the request arrives, as a server would
+            return loopback.Reply(503, headers={"Retry-After": email.utils.formatdate(time.time() + 30,
+                                                                                      usegmt=True)})
+        return loopback.Reply(200, b'{"results": []}')
 
-        def do_GET(self):  # noqa: N802
-            type(self).hits += 1
-            if type(self).hits == 1:
-                self.send_response(503)
-                self.send_header("Retry-After", email.utils.formatdate(time.time() + 30, usegmt=True))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = b'{"results": []}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server, url = _serve(Handler)
     slept: list[float] = []
-    try:
+    with loopback(script) as server:
+        url = f"{server.url}/x"
         opts = ServiceOptions(backoff_base=0.0, backoff_cap=1.0, max_retries=2)
         assert perform("GET", url, options=opts, sleep=slept.append).attempts == 2
-    finally:
-        server.shutdown()
-        server.server_close()
     assert len(slept) == 1 and 20.0 < slept[0] <= 30.0
 
 
@@ -369,6 +303,7 @@ def dripping():
         yield emu
 
 
+@pytest.mark.slow
 def test_a_dripping_reply_passes_the_read_timeout(dripping):
     # The control: without a tight deadline the slow reply is read in full, so the read timeout
     # alone could never stop a server that drips for ever.

@@ -97,6 +97,7 @@ def _check_done_rows(table, out, decode, expected: dict[str, set[str]]) -> None:
             xr.testing.assert_equal(stored, decode(path))
 
 
+@pytest.mark.slow
 def test_mixed_tesscut_list(emu, client, tmp_path):
     tic = 307210830
     m1 = resolve_name("M1", ServiceOptions(base_url=emu.url, resolver_url=emu.resolver_url))
@@ -153,6 +154,7 @@ def test_mixed_tesscut_list(emu, client, tmp_path):
         assert lc.sizes["time"] > 0
 
 
+@pytest.mark.slow
 def test_second_identical_run_fetches_nothing_and_changes_nothing(emu, client, tmp_path):
     position = tic_position(4242)
     targets = [{"name": "TIC 307210830"}, {"id": "field_b", "ra": position[0], "dec": position[1]},
@@ -180,6 +182,7 @@ def test_second_identical_run_fetches_nothing_and_changes_nothing(emu, client, t
     assert _rows(third)[(done[0]["target_id"], done[0]["product"])]["sha256"] == done[0]["sha256"]
 
 
+@pytest.mark.slow
 def test_a_failed_light_curve_is_a_manifest_row(emu, client, tmp_path):
     import numpy as np
 
@@ -197,15 +200,6 @@ def test_a_failed_light_curve_is_a_manifest_row(emu, client, tmp_path):
     assert on_disk is not None and on_disk.status == "failed"
 
 
-def _closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def _csv_keys(out) -> list[tuple[str, str]]:
     import csv
 
@@ -213,7 +207,8 @@ def _csv_keys(out) -> list[tuple[str, str]]:
         return [(r["target_id"], r["product"]) for r in csv.DictReader(fh)]
 
 
-def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_path):
+@pytest.mark.slow
+def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_path, loopback):
     """A target whose discovery failed once (service down) and has products now is not also
     'failed' in manifest.csv, whichever run came first."""
     position = tic_position(6002)
@@ -221,7 +216,8 @@ def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_pat
     out = str(tmp_path / "s")
     targets = [{"id": "star", "ra": position[0], "dec": position[1]}]
     ok = dict(out=out, base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0, client=client, progress=False)
-    down = dict(ok, base_url=_closed_port_url(), service_options=ServiceOptions(max_retries=0))
+    down = dict(ok, base_url=f"http://127.0.0.1:{loopback.closed_port()}",   # refused: "service down"
+                service_options=ServiceOptions(max_retries=0))
 
     assert list(mc.fetch_cutouts(targets, **down).compute()["status"]) == ["failed"]
     assert _csv_keys(out) == [("star", "")]
@@ -241,6 +237,7 @@ def test_products_supersede_an_earlier_target_level_failure(emu, client, tmp_pat
     assert Manifest(out).get("star", "tesscut") is None
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_size_fetches_again(emu, client, tmp_path):
     position = tic_position(6003)
     products = _products(sectors_at(*position))
@@ -261,6 +258,7 @@ def test_a_rerun_with_another_size_fetches_again(emu, client, tmp_path):
     assert _cutout_requests(emu) == [], "the same size again is a cache hit"
 
 
+@pytest.mark.slow
 def test_refresh_asks_again_but_fetches_nothing_new(emu, client, tmp_path):
     targets = [{"name": "TIC 307210830"}]
     kwargs = dict(out=str(tmp_path / "r"), base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
@@ -273,6 +271,7 @@ def test_refresh_asks_again_but_fetches_nothing_new(emu, client, tmp_path):
     assert sorted(map(tuple, again.as_array().tolist())) == sorted(map(tuple, first.as_array().tolist()))
 
 
+@pytest.mark.slow
 def test_zcut_run(emu, client, tmp_path):
     targets = [{"id": "goodsn", "ra": GOODS_N[0], "dec": GOODS_N[1]},
                {"id": "nowhere", "ra": 10.0, "dec": 10.0}]
@@ -285,6 +284,7 @@ def test_zcut_run(emu, client, tmp_path):
     assert _rows(table)[("nowhere", "")]["status"] == "no_coverage"
 
 
+@pytest.mark.slow
 def test_hapcut_run(emu, client, tmp_path):
     targets = [{"id": "hap_good", "ra": HAP_GOOD[0], "dec": HAP_GOOD[1]},
                {"id": "hap_none", "ra": HAP_NONE[0], "dec": HAP_NONE[1]}]
@@ -305,6 +305,7 @@ def test_hapcut_run(emu, client, tmp_path):
     assert sorted(again["sha256"]) == sorted(table["sha256"])
 
 
+@pytest.mark.slow
 def test_retry_failed_asks_again_for_no_coverage(emu, client, tmp_path):
     targets = [{"id": "gap", "ra": UNCOVERED[0], "dec": UNCOVERED[1]}]
     kwargs = dict(out=str(tmp_path / "r"), base_url=emu.url, resolver_url=emu.resolver_url, max_rate=0,
@@ -321,6 +322,7 @@ def _pending_acquires(name: str, dask_scheduler=None) -> int:
     return int(dask_scheduler.extensions["semaphores"].metrics["pending"].get(name, 0))
 
 
+@pytest.mark.slow
 def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
     """One worker with one thread: while fetch tasks wait for leases, other tasks still run."""
     targets = _one_sector_targets(777, 3, "t")
@@ -343,6 +345,7 @@ def test_waiting_for_a_lease_leaves_the_worker_thread_free(emu, tmp_path):
     assert list(table["status"]) == ["done"] * 3
 
 
+@pytest.mark.slow
 def test_s3_output(emu, client, tmp_path):
     s3fs = pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")
@@ -405,6 +408,7 @@ def test_bad_calls_fail_before_any_request(emu, tmp_path):
     assert emu.request_log() == []
 
 
+@pytest.mark.slow
 def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client, tmp_path):
     """HAPCut announces no products: one product whose store failed must not be hidden by its
     siblings that are done."""
@@ -425,6 +429,7 @@ def test_a_failed_product_is_retried_when_products_are_not_announced(emu, client
     assert _rows(again)[("hap_good", victim["product"])]["status"] == "done"
 
 
+@pytest.mark.slow
 def test_a_corrected_row_is_fetched_on_the_next_run(emu, client, tmp_path):
     """'invalid' rows from a bad target list are the input's fault: once the row is fixed, the
     next run fetches it (only the resolver's verdict on a name stands until retry_failed)."""
@@ -441,6 +446,7 @@ def _task_keys(prefix: str, dask_scheduler=None) -> list:
     return [k for k in dask_scheduler.tasks if str(k).startswith(prefix)]
 
 
+@pytest.mark.slow
 def test_a_rerun_never_reuses_an_earlier_runs_task_result(emu, client, tmp_path):
     """Task keys are tokenised from the request: while an earlier run's result for the same key
     is still held on the cluster, a rerun (here with retry_failed) must still ask the service."""
@@ -544,6 +550,7 @@ def _probed(dask_worker=None):
     return dict(tasks._probe_state)
 
 
+@pytest.mark.slow
 def test_decode_and_store_take_no_more_places_than_the_worker_has_threads(emu, tmp_path):
     """Fetch tasks wait and download outside the thread pool, and decode and store there too,
     under a per-worker semaphore sized to the worker's threads: one at a time here, and never
@@ -560,6 +567,7 @@ def test_decode_and_store_take_no_more_places_than_the_worker_has_threads(emu, t
     assert state["max"] == 1 and state["in_pool"] == 0, state
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
     """A worker process dies while it holds request places: Dask runs its tasks again elsewhere,
     the places come back after lease_timeout, and every target still ends done, within the limit."""
@@ -595,6 +603,7 @@ def _loaded(modules):
     return [name for name in modules if name not in sys.modules]
 
 
+@pytest.mark.slow
 def test_the_worker_preload_imports_the_decoding_stack_at_start():
     """Workers started with mastcut_dask.pipeline.worker_preload (as the clusters mastcut_dask starts
     are) have every module a cutout needs before their first task; others import on demand."""
@@ -613,6 +622,7 @@ def _worker_setup(dask_worker=None):
     return dask_worker.state.nthreads, "profile" in dask_worker.periodic_callbacks, "xarray" in sys.modules
 
 
+@pytest.mark.slow
 def test_local_cluster_is_the_one_runs_start():
     """mc.local_cluster (what fetch_cutouts and `mastcut fetch` start without a scheduler):
     processes of one thread, preloaded with the decoding stack, Dask's profiler off."""

@@ -6,7 +6,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,9 @@ import requests
 from mastcut_dask.emulator.tess import sectors_at, tic_position
 
 GOODS_N = (189.228621, 62.238572)
+
+# Every test here runs `mastcut` in subprocesses, and most of them start a Dask cluster.
+pytestmark = pytest.mark.slow
 
 
 def _command(name: str = "mastcut") -> list[str]:
@@ -124,13 +126,11 @@ def test_fetch_command_on_a_running_scheduler(served, tmp_path):
         {f"s{c.sector:04d}-{c.camera}-{c.ccd}" for c in sectors_at(*position)}
 
 
-def test_fetch_with_an_unreachable_scheduler_or_a_file_as_out_says_so_in_one_line(served, tmp_path):
+def test_fetch_with_an_unreachable_scheduler_or_a_file_as_out_says_so_in_one_line(served, tmp_path, loopback):
     base, resolver = served
     targets = tmp_path / "targets.csv"
     targets.write_text("id,ra,dec\na,10,10\n")
-    with socket.socket() as sock:  # a port that nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = loopback.closed_port()  # a port that nothing listens on
     env = dict(os.environ, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s")
     result = subprocess.run([*_command(), "fetch", str(targets), "--out", str(tmp_path / "r"),
                              "--scheduler", f"tcp://127.0.0.1:{port}", "--base-url", base,

@@ -65,6 +65,7 @@ def _explain_503s(log) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_budget_holds_cluster_wide(tmp_path):
     targets = _targets(100)
     with MastEmulator(max_cadences=10, latency=0.05, max_concurrency=MAX_CONCURRENCY, max_rate=MAX_RATE) as emu, \

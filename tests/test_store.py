@@ -167,6 +167,7 @@ def test_rewriting_a_group_replaces_it(tmp_path):
                                 small_dataset(5, n_time=2))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_of_one_group_leave_one_whole_group(tmp_path):
     """A task re-run while its first run still writes: both succeed, one complete version stays."""
     from concurrent.futures import ThreadPoolExecutor
@@ -482,6 +483,7 @@ def test_emulator_zcut_products_store_and_resume(emulator, tmp_path):
                                     image_to_xarray(os.path.join(out, row.fits_path)))
 
 
+@pytest.mark.slow
 def test_a_killed_client_loses_no_recorded_row(tmp_path):
     """Rows appended before the client process dies (SIGKILL: no cleanup, no close) are on disk."""
     import signal
@@ -607,6 +609,7 @@ def test_awkward_error_messages_survive_the_csv(tmp_path):
     assert Manifest(out).rows == rows
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(service=st.sampled_from(["tesscut", "zcut", "hapcut"]),
        filename=st.one_of(st.text(max_size=80),

@@ -81,6 +81,7 @@ def store_one(out, options, target_id, filename, payload, seed):
     return ManifestRow(target_id, "tesscut", product, "done", rel, group, n_bytes, sha)
 
 
+@pytest.mark.slow
 def test_write_resume_and_open_cutouts_over_s3(s3_out):
     out, options = s3_out
     payloads = {"tic_1": os.urandom(70_000), "tic_2": os.urandom(1_500_000)}
@@ -127,6 +128,7 @@ def test_write_resume_and_open_cutouts_over_s3(s3_out):
     assert Manifest(out, storage_options=options).should_skip("tic_1", "tesscut", "s0008-1-1")
 
 
+@pytest.mark.slow
 def test_interrupted_writes_on_s3_never_look_complete(s3_out):
     out, options = s3_out
 

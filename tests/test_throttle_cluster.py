@@ -87,6 +87,7 @@ def test_rate_window_keeps_the_average_rate():
     assert ClusterThrottle(ThrottleOptions(max_rate=0)).rate_name is None
 
 
+@pytest.mark.slow
 def test_concurrency_is_cluster_wide(client):
     throttle = ClusterThrottle(ThrottleOptions(max_concurrency=4, max_rate=0, name="test-conc"))
     futures = client.map(_hold, range(48), throttle=throttle, seconds=0.05, pure=False)
@@ -99,6 +100,7 @@ def test_concurrency_is_cluster_wide(client):
     assert throttle.in_flight() == 0, "every lease was given back"
 
 
+@pytest.mark.slow
 def test_rate_is_cluster_wide(client):
     throttle = ClusterThrottle(ThrottleOptions(max_concurrency=10, max_rate=5, name="test-rate"))
     futures = client.map(_hold, range(16), throttle=throttle, seconds=0.01, pure=False)
@@ -110,6 +112,7 @@ def _pending_acquires(name: str, dask_scheduler=None) -> int:
     return int(dask_scheduler.extensions["semaphores"].metrics["pending"].get(name, 0))
 
 
+@pytest.mark.slow
 def test_client_and_workers_share_one_budget(client):
     options = ThrottleOptions(max_concurrency=2, max_rate=0, name="test-shared")
     here = ClusterThrottle(options)
@@ -143,6 +146,7 @@ def _semaphores_named(prefix: str, dask_worker=None) -> int:
                if isinstance(o, distributed.Semaphore) and str(getattr(o, "name", "")).startswith(prefix))
 
 
+@pytest.mark.slow
 def test_throttles_built_per_task_share_one_semaphore_per_worker(client):
     """Each distributed.Semaphore keeps a lease-refresh callback on its process's event loop
     for ever: building one per task would pile them up for the whole life of a worker."""
@@ -179,6 +183,7 @@ def _one_after_the_other(client, options: ThrottleOptions, hold_first: float) ->
     return first_end, second_start
 
 
+@pytest.mark.slow
 def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
     """The lease timeout bounds how long a *dead* holder keeps its place, not how long a request
     may take: the holder's process refreshes its leases every timeout / 5. A request held three
@@ -190,6 +195,7 @@ def test_a_lease_outlives_its_timeout_while_its_holder_lives(client):
     assert ClusterThrottle(options).in_flight() == 0
 
 
+@pytest.mark.slow
 def test_release_delay_keeps_the_place_after_the_block(client):
     """With a release delay, the next request starts that long after the last one ended."""
     options = ThrottleOptions(max_concurrency=1, max_rate=0, name="test-release-delay", release_delay=0.5)
@@ -210,6 +216,7 @@ def _die_holding_the_budget(marker: str, throttle: ClusterThrottle) -> str:
         os._exit(1)
 
 
+@pytest.mark.slow
 def test_a_dead_workers_leases_come_back_after_the_lease_timeout(tmp_path):
     """A worker that dies holding leases cannot give them back; the scheduler reclaims them
     after ``lease_timeout`` without a refresh and waiting requests go on. (With a timeout of
