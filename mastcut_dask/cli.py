@@ -368,6 +368,7 @@ def _run_demo(args) -> int:
 
 # ---- entry point ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mastcut`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mastcut", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

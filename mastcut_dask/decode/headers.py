@@ -174,7 +174,6 @@ def quiet_wcs(header: fits.Header | str, **kwargs):
 
     Returns ``None`` when astropy cannot build a WCS at all.
     """
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         warnings.simplefilter("ignore", RuntimeWarning)

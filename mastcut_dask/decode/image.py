@@ -201,7 +201,6 @@ def _hapcut_dataset(opened: OpenedSource, images, kinds) -> xr.Dataset:
 
 
 def _raster_dataset(opened: OpenedSource, origin: str | None) -> xr.Dataset:
-
     try:
         with Image.open(io.BytesIO(opened.raw)) as image:
             fmt = image.format or ""

@@ -154,7 +154,6 @@ def open_source(src: Source, *, lazy: bool = False, storage_options: dict | None
 
 
 def _gunzip(data: bytes, name: str) -> bytes:
-
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
         try:
             out = gz.read(MAX_GUNZIPPED_BYTES + 1)

@@ -90,7 +90,6 @@ class Driver:
         self.progress.record(row.status)
 
     def _outcome(self, target_id: str, status: str, product: str = "", error: str = "", **kw) -> None:
-
         self._row(ManifestRow(target_id, self.settings.service, product, status, error=error, **kw))
 
     # -- submission

@@ -17,13 +17,17 @@ __all__ = ["Plan", "plan_targets", "wants_lightcurve", "normalise_out"]
 
 @dataclass(frozen=True)
 class Plan:
+    """What a run will work on: the targets that passed every check, and the ``invalid`` manifest
+    rows of those that did not (each with its reason)."""
+
     targets: tuple
     invalid: tuple
 
 
 def plan_targets(targets: Any, *, service: str, size: Any, sector: int | None, survey: str | None,
-          storage_options: Mapping[str, Any] | None) -> Plan:
-
+                 storage_options: Mapping[str, Any] | None) -> Plan:
+    """Read the target list and refuse, as ``invalid`` rows, what this service cannot serve
+    (sizes over its limit, moving targets off TESSCut, a sector or survey it does not have)."""
     listing = read_targets(targets, storage_options=storage_options)
     listing = listing.with_defaults(size=size, sector=sector, survey=survey)
     invalid = [ManifestRow(bad.target_id, service, "", "invalid", error=bad.reason) for bad in listing.invalid]
@@ -49,14 +53,17 @@ def plan_targets(targets: Any, *, service: str, size: Any, sector: int | None, s
 
 
 def wants_lightcurve(lightcurve: Any) -> bool:
+    """Whether ``fetch_cutouts(lightcurve=...)`` asks for light curves."""
     # Not ``bool(lightcurve)``: an aperture may be a numpy mask, which has no truth value.
     return lightcurve is not None and lightcurve is not False
 
 
 def normalise_out(out: str) -> str:
-    # Workers may run elsewhere: a relative local path is made absolute on the client
-    # (file:// URLs become plain paths).
+    """OUT as workers get it, refused now if it cannot be written.
 
+    Workers may run elsewhere: a relative local path is made absolute on the client (file://
+    URLs become plain paths).
+    """
     path = resolve_out(out)
     if "://" in path or "::" in path:
         return path.rstrip("/")

@@ -177,7 +177,6 @@ _SEMAPHORE_HANDLES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyD
 def _register_semaphore(name: str, max_leases: int, lease_timeout: float):
     """A `distributed.Semaphore` registered on the scheduler with this lease timeout (one
     handle per process and Worker/Client for each name, limits and timeout)."""
-
     try:
         owner = get_worker()
     except ValueError:

@@ -114,7 +114,6 @@ class _CutoutClient:
     @property
     def options(self) -> ServiceOptions:
         """The `ServiceOptions` in force (environment defaults are read on each call)."""
-
         base = self._base_options or ServiceOptions()
         options = replace(base, base_url=resolve_base_url(self._base_url or (self._base_options.base_url
                                                                          if self._base_options else None)),
@@ -171,7 +170,6 @@ class _CutoutClient:
         return out
 
     def _download(self, requests_: Sequence[CutoutRequest], path: str, inflate: bool):
-
         os.makedirs(path, exist_ok=True)
         options = self.options
         paths: list[str] = []
@@ -337,7 +335,6 @@ class TesscutClass(_CutoutClient):
             Columns ``sectorName`` (str), ``sector``, ``camera``, ``ccd`` (int); empty with a
             `NoResultsWarning` when nothing covers the target.
         """
-
         self._check_product(product)
         objectname = _objectname(objectname, object_name)
         radius_deg = parse_radius(radius)

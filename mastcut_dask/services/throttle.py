@@ -66,7 +66,6 @@ class LocalThrottle:
     """
 
     def __init__(self, max_concurrency: int = 10, max_rate: float = 0.0, settle: float = 0.0):
-
         if isinstance(max_concurrency, bool) or int(max_concurrency) < 1:
             raise InvalidQueryError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
         if not max_rate >= 0:

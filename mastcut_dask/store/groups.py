@@ -159,7 +159,6 @@ def write_dataset(out: str, target_id: str, product: str, ds,
 
 def _encode_in_memory(data) -> dict[str, bytes]:
     """The zarr v3 store of ``data`` as ``{key: bytes}`` (keys like ``flux/zarr.json``, ``flux/c/0/0/0``)."""
-
     return encode_dataset(data)
 
 
@@ -221,6 +220,7 @@ def _replace_local_dir(fs, tmp: str, final: str, root: str) -> None:
 
 
 def marker_path(root: str, group: str) -> str:
+    """Where the commit marker of ``<target_id>/<product>`` lives: ``OUT/.complete/<group>.json``."""
     return posixpath.join(root, COMMIT_DIR, group + ".json")
 
 
@@ -245,6 +245,8 @@ def read_commit_marker(out: str, group: str, storage_options: Mapping[str, Any] 
 
 
 def complete_groups(fs, root: str) -> list[tuple[str, str]]:
+    """Every ``(target_id, product)`` whose commit marker exists, sorted (names checked: the
+    store may hold files that are not ours)."""
     forget_listings(fs, posixpath.join(root, COMMIT_DIR))
     found = []
     for path in fs.glob(posixpath.join(root, COMMIT_DIR, "*", "*.json")):

@@ -98,13 +98,12 @@ def resolve_out(out: str | os.PathLike) -> str:
 
 def filesystem(out: str, storage_options: Mapping[str, Any] | None):
     """(filesystem, root path inside it) for OUT."""
-
     fs, root = fsspec.core.url_to_fs(str(out), **dict(storage_options or {}))
     return fs, root.rstrip("/") or root
 
 
 def is_local(fs) -> bool:
-
+    """Whether ``fs`` is the local disk (where a folder can be renamed into place)."""
     return isinstance(fs, LocalFileSystem)
 
 
@@ -115,10 +114,12 @@ def is_object_store(fs) -> bool:
 
 
 def join(root: str, relpath: str) -> str:
+    """A store-relative path under ``root`` (``root`` itself for an empty one)."""
     return posixpath.join(root, relpath) if relpath else root
 
 
 def staging_path(root: str, label: str) -> str:
+    """A fresh temporary name under ``OUT/.staging`` for one write attempt."""
     # A fresh random name per attempt: two workers retrying the same product never share a
     # temporary; only the final name is derived from the request.
     return posixpath.join(root, STAGING_DIR, f"{uuid.uuid4().hex}-{label}")
@@ -175,6 +176,7 @@ def discard(fs, path: str) -> None:
 
 
 def remove_quietly(fs, path: str, recursive: bool = False) -> None:
+    """Remove a temporary file or folder if it is there; a failure is logged, never raised."""
     try:
         if fs.exists(path):
             fs.rm(path, recursive=recursive)

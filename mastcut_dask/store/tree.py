@@ -38,7 +38,6 @@ def open_cutouts(out: str, storage_options: Mapping[str, Any] | None = None, *, 
     xarray.DataTree
         ``tree["tic_307210830/s0008-1-1"].dataset`` is one cutout. Empty when nothing is stored.
     """
-
     fs, root = filesystem(out, storage_options)
 
     opts = None if is_local(fs) else dict(storage_options or {})
